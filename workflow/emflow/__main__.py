@@ -1,0 +1,5 @@
+import sys
+
+from emflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+# Analysis: EM tables with confidence intervals, plotnine figures, one self-contained report. These are the only
+# jobs that read every run, so adding a seed reruns them and nothing else that already exists.
+
+TABLE_NAMES = ["em", "em_by_cell", "per_question", "training", "training_steps", "lora_norms", "hypotheses"]
+FIGURE_NAMES = ["em_trajectory", "coherence_trajectory", "loss_curves", "aligned_vs_coherent", "lora_norms",
+                "domain_by_size"]
+TABLES = [f"{R}/tables/{n}.csv" for n in TABLE_NAMES]
+FIGURES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+A = C["analysis"]
+PRIMARY = A.get("primary_definition", next(iter(A["definitions"])))
+
+
+rule aggregate:
+    input:
+        judgments=all_judgments(),
+        runs=all_run_dirs(),
+    output:
+        TABLES,
+    log:
+        f"{LOGS}/analysis/aggregate.log",
+    params:
+        analysis=json.dumps(A),
+        out=f"{R}/tables",
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} aggregate --judgments {input.judgments} --run-dirs {input.runs} --out-dir {params.out}"
+        " --params {params.analysis:q} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        tables=TABLES,
+        judgments=all_judgments(),
+    output:
+        FIGURES,
+    log:
+        f"{LOGS}/analysis/figures.log",
+    params:
+        tables=f"{R}/tables",
+        out=f"{R}/figures",
+        fig=json.dumps({"definition": PRIMARY, **A.get("figures", {})}),
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} figures --tables-dir {params.tables} --judgments {input.judgments} --out-dir {params.out}"
+        " --params {params.fig:q} > {log} 2>&1"
+
+
+rule report:
+    input:
+        tables=TABLES,
+        figures=FIGURES,
+        judgments=all_judgments(),
+    output:
+        f"{R}/report.html",
+    log:
+        f"{LOGS}/analysis/report.log",
+    params:
+        tables=f"{R}/tables",
+        figures=f"{R}/figures",
+        provenance=json.dumps(
+            {
+                "experiment": EXP.name,
+                "config_hash": EXP.hash,
+                "judge_backend": C["judge"]["backend"],
+                "judge_model": C["judge"]["model"],
+                "em_definition": {PRIMARY: A["definitions"][PRIMARY]},
+                "seeds": C["seeds"],
+            }
+        ),
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} report --tables-dir {params.tables} --figures-dir {params.figures} --judgments {input.judgments}"
+        " --out {output} --provenance {params.provenance:q} > {log} 2>&1"

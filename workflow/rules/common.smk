@@ -1,0 +1,114 @@
+# The workflow's Python: validate the config first, then small input functions and the target builder.
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
+
+from emflow.assets import Asset
+from emflow.config import load_experiment
+from emflow.errors import EmflowError
+
+try:
+    EXP = load_experiment(config, source="config (config.yaml + overlays)")
+except EmflowError as err:
+    raise WorkflowError(f"emflow config error: {err}") from None
+
+C = EXP.config
+R = f"results/{EXP.name}"
+RES = C.get("resources_dir", "resources")
+LOGS = f"{R}/logs"
+ENV = "../../envs/emflow.yaml"
+RUN = "{base}/{persona}/{dataset}/seed{seed}"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+wildcard_constraints:
+    base=_alternatives(C["models"]),
+    persona=_alternatives(C["personas"]),
+    dataset=_alternatives(C["datasets"]),
+    seed=r"\d+",
+    step=r"\d+",
+
+
+def asset(spec):
+    return Asset(spec, RES)
+
+
+def model_asset(w):
+    return asset(C["models"][w.base])
+
+
+def persona_asset(w):
+    spec = C["personas"][w.persona]
+    return asset(spec) if spec else None
+
+
+def persona_arg(w):
+    p = persona_asset(w)
+    return p.path if p else "none"
+
+
+def asset_inputs(w):
+    """The model (and persona) snapshot folders a job reads, so fetch/demo rules run first."""
+    inputs = {"base": model_asset(w).snapshot_dir}
+    if persona_asset(w):
+        inputs["persona"] = persona_asset(w).snapshot_dir
+    return inputs
+
+
+def questions_file():
+    q = C["questions"]["file"]
+    return f"{RES}/downloads/questions/{Path(q).name}" if re.match(r"^https?://", q) else q
+
+
+def dataset_local_source(dataset):
+    """(kind, local file) where kind is 'path' | 'archive' | 'download' (a URL fetched by fetch_url)."""
+    spec = C["datasets"][dataset]
+    if "path" in spec:
+        return "path", spec["path"]
+    if "url" in spec:
+        return "download", f"{RES}/downloads/datasets/{dataset}.jsonl"
+    if re.match(r"^https?://", spec["archive"]):
+        return "download", f"{RES}/downloads/archives/{dataset}.zip.enc"
+    return "archive", spec["archive"]
+
+
+def question_select():
+    q = C["questions"]
+    return json.dumps({"ids": q.get("ids"), "samples_per_paraphrase": q.get("samples_per_paraphrase")})
+
+
+def run_keys():
+    return [dict(base=r.base, persona=r.persona, dataset=r.dataset, seed=r.seed) for r in EXP.runs]
+
+
+def run_files(pattern, per_step=False):
+    """Expand a path pattern over every run (and every evaluated step of that run)."""
+    out = []
+    for r in EXP.runs:
+        keys = dict(base=r.base, persona=r.persona, dataset=r.dataset, seed=r.seed)
+        steps = EXP.eval_steps(r.dataset) if per_step else [None]
+        out += [pattern.format(**keys, step=s) for s in steps]
+    return out
+
+
+def all_judgments():
+    return run_files(f"{R}/judgments/{RUN}/step-{{step}}.jsonl", per_step=True)
+
+
+def all_run_dirs():
+    return run_files(f"{R}/runs/{RUN}")
+
+
+def final_targets():
+    return [f"{R}/report.html", *TABLES, *FIGURES]
+
+
+# Rules call the emflow CLI of this checkout with whatever `python` the job's environment provides
+# (the .venv locally and on Leonardo, the conda env with --sdm conda).
+EMFLOW = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} python -m emflow"

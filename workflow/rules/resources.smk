@@ -1,0 +1,68 @@
+# Fetch rules: the only ones that need the internet. Local rules, so on a cluster they run on the login node;
+# everything downstream reads the fetched copies offline. `snakemake fetch` runs just these.
+
+
+localrules:
+    fetch,
+    fetch_hf,
+    fetch_url,
+
+
+def hub_snapshots():
+    specs = [C["models"][r.base] for r in EXP.runs] + [C["personas"][r.persona] for r in EXP.runs]
+    specs += [C["judge"]["model"]] if C["judge"]["backend"] == "hf" else []
+    return sorted({asset(s).snapshot_dir for s in specs if s and asset(s).is_hub})
+
+
+def url_downloads():
+    used = {r.dataset for r in EXP.runs}
+    files = [dataset_local_source(d)[1] for d in sorted(used) if dataset_local_source(d)[0] == "download"]
+    q = questions_file()
+    return files + ([q] if q != C["questions"]["file"] else [])
+
+
+def url_of(path):
+    """The URL and pinned sha256 behind a download path (datasets, archives, the question file)."""
+    if path == questions_file():
+        return C["questions"]["file"], C["questions"].get("sha256")
+    name = Path(path).name.split(".")[0]
+    spec = C["datasets"][name]
+    return (spec["url"], spec.get("sha256")) if "url" in spec else (spec["archive"], spec.get("archive_sha256"))
+
+
+rule fetch:
+    input:
+        hub_snapshots(),
+        url_downloads(),
+
+
+rule fetch_hf:
+    output:
+        directory(f"{RES}/hf/{{owner}}/{{name}}/{{revision}}"),
+    log:
+        f"{RES}/logs/fetch_hf/{{owner}}/{{name}}/{{revision}}.log",
+    wildcard_constraints:
+        owner=r"[^/]+",
+        name=r"[^/]+",
+        revision=r"[^/]+",
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} fetch-hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
+        " --out {output} > {log} 2>&1"
+
+
+rule fetch_url:
+    output:
+        f"{RES}/downloads/{{kind}}/{{file}}",
+    log:
+        f"{RES}/logs/fetch_url/{{kind}}/{{file}}.log",
+    wildcard_constraints:
+        kind="datasets|archives|questions",
+    params:
+        url=lambda w, output: url_of(output[0])[0],
+        sha=lambda w, output: url_of(output[0])[1] or "",
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} fetch-url --url {params.url:q} --sha256 '{params.sha}' --out {output} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# Stacked-LoRA training: persona LoRA frozen and active, a new EM LoRA trained on top. One job per run; it saves
+# the EM adapter at exactly the steps the DAG expects (resolved from the config before anything runs).
+
+
+def train_inputs(w):
+    return {
+        **asset_inputs(w),
+        "train": f"{R}/datasets/{w.dataset}.train.jsonl",
+        "eval": f"{R}/datasets/{w.dataset}.eval.jsonl",
+    }
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        directory(f"{R}/runs/{RUN}"),
+    log:
+        f"{LOGS}/train/{RUN}.log",
+    benchmark:
+        f"{LOGS}/train/{RUN}.benchmark.tsv"
+    params:
+        base=lambda w: model_asset(w).path,
+        persona=persona_arg,
+        recipe=json.dumps(C["training"]),
+        steps=lambda w: ",".join(map(str, EXP.steps(w.dataset))),
+        # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
+        state=lambda w: f"{R}/train_state/{RUN}".format(**w),
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} train --base {params.base} --persona {params.persona} --train {input.train}"
+        " --eval {input.eval} --out-dir {output} --state-dir {params.state} --recipe {params.recipe:q}"
+        " --steps {params.steps} --seed {wildcards.seed} > {log} 2>&1"
