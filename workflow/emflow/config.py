@@ -128,14 +128,15 @@ def load_config_files(paths: list[str | Path]) -> dict:
     """Merge YAML files as Snakemake does for --configfile: dicts merge recursively, other values replace."""
     merged: dict = {}
     for p in paths:
-        _merge(merged, yaml.safe_load(Path(p).read_text()) or {})
+        merge_config(merged, yaml.safe_load(Path(p).read_text()) or {})
     return merged
 
 
-def _merge(into: dict, new: dict) -> None:
+def merge_config(into: dict, new: dict) -> None:
+    """In place, as Snakemake merges --configfile overlays."""
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
+            merge_config(into[k], v)
         else:
             into[k] = v
 
