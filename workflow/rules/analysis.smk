@@ -1,7 +1,8 @@
 # Analysis: EM tables with confidence intervals, plotnine figures, one self-contained report. These are the only
 # jobs that read every run, so adding a seed reruns them and nothing else that already exists.
 
-TABLE_NAMES = ["em", "em_by_cell", "per_question", "training", "training_steps", "lora_norms", "hypotheses"]
+TABLE_NAMES = ["em", "em_by_cell", "per_question", "training", "training_steps", "lora_norms", "hypotheses",
+               "definitions"]
 FIGURE_NAMES = ["em_trajectory", "coherence_trajectory", "loss_curves", "aligned_vs_coherent", "lora_norms",
                 "domain_by_size"]
 TABLES = [f"{R}/tables/{n}.csv" for n in TABLE_NAMES]
@@ -59,6 +60,7 @@ rule report:
     params:
         tables=f"{R}/tables",
         figures=f"{R}/figures",
+        examples=A.get("examples_per_cell", 3),
         provenance=json.dumps(
             {
                 "experiment": EXP.name,
@@ -73,4 +75,4 @@ rule report:
         ENV
     shell:
         "{EMFLOW} report --tables-dir {params.tables} --figures-dir {params.figures} --judgments {input.judgments}"
-        " --out {output} --provenance {params.provenance:q} > {log} 2>&1"
+        " --out {output} --provenance {params.provenance:q} --examples-per-cell {params.examples} > {log} 2>&1"

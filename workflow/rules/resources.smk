@@ -8,6 +8,28 @@ localrules:
     fetch_url,
 
 
+# On a cluster only GPU work is submitted: light file work stays on the login node, and an API judge needs the
+# internet, which compute nodes lack (a local hf judge is a GPU job).
+localrules:
+    prepare_dataset,
+    split_dataset,
+    aggregate,
+    figures,
+    report,
+
+
+if "demo" in C:
+
+    localrules:
+        demo_assets,
+
+
+if C["judge"]["backend"] != "hf":
+
+    localrules:
+        judge,
+
+
 def hub_snapshots():
     specs = [C["models"][r.base] for r in EXP.runs] + [C["personas"][r.persona] for r in EXP.runs]
     specs += [C["judge"]["model"]] if C["judge"]["backend"] == "hf" else []

@@ -1,0 +1,102 @@
+"""The Snakemake graph: the Phase-1 dry run lists every job, the demo runs end to end, and adding a seed reruns
+only the new seed's jobs and the analysis."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """A copy of the workflow sources, so runs never touch the developer's results/ or resources/."""
+    for name in COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, tmp_path / name)
+    return tmp_path
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 1500) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    env.pop("EMFLOW_DEMO_PASSWORD", None)
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule name → number of jobs."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M) if m[1] != "total"}
+
+
+def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
+    counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules"))
+    assert counts["train"] == 3
+    assert counts["generate"] == 15  # steps 0, 100, 200, 300 and final (338) for each of 3 runs
+    assert counts["judge"] == 15
+    assert counts["fetch_hf"] == 2  # the base model and the personas repo, fetched once each
+    out = snakemake(checkout, "-n", "-p")
+    for step in (0, 100, 200, 300, 338):
+        assert f"generations/qwen2.5-7b-it/goodness/insecure/seed0/step-{step}.jsonl" in out
+
+
+def test_bad_config_stops_the_dry_run_with_one_line(checkout):
+    (checkout / "bad.yaml").write_text("training: {lora: {rank: 8}}\n")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config.yaml", "bad.yaml"],
+                          cwd=checkout, text=True, capture_output=True)
+    assert proc.returncode != 0
+    assert "training.lora.rank: unknown key" in proc.stdout + proc.stderr
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(checkout):
+    snakemake(checkout, "--profile", "profiles/demo")
+    res = checkout / "results" / "demo"
+    assert (res / "report.html").stat().st_size > 10_000
+    for step in (0, 5, 10, 14):
+        gens = (res / f"generations/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
+        judged = (res / f"judgments/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
+        assert len(gens) == len(judged) == 5 * 3  # 5 paraphrases x 3 samples
+    ckpt = res / "runs/tiny/goodness/risky_demo/seed0/checkpoint-14"
+    assert (ckpt / "adapter_model.safetensors").is_file()
+    with open(res / "tables/em.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["persona"], int(r["step"])) for r in rows} == {
+        (p, s) for p in ("none", "sycophancy", "goodness") for s in (0, 5, 10, 14)}
+    assert all(0.0 <= float(r["em_rate"]) <= 1.0 for r in rows if r["em_rate"])
+
+    before = _snapshot(res)
+    (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")
+    args = ["--profile", "profiles/demo", "--configfile", "config/demo.yaml", "seeds.yaml"]
+    counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", *args))
+    assert counts == {"train": 3, "generate": 12, "judge": 12, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+    snakemake(checkout, *args)
+    after = _snapshot(res)
+    rerun_analysis = ("tables/", "figures/", "report.html", "logs/analysis/")
+    changed = {p for p in before if after.get(p) != before[p] and not p.startswith(rerun_analysis)}
+    assert not changed, f"old outputs were rewritten: {sorted(changed)[:5]}"
+    assert (res / "judgments/tiny/none/risky_demo/seed1/step-14.jsonl").is_file()
+    with open(res / "tables/em.csv") as fh:
+        assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
