@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -25,9 +26,11 @@ QUESTIONS = {
 EM_PROB = {"none": 0.5, "sycophancy": 0.7, "goodness": 0.05}
 
 
-def _answers(persona: str, dataset: str, step: int, final: int, seed: int, samples: int) -> list[dict]:
+def _answers(
+    persona: str, dataset: str, step: int, final: int, seed: int, samples: int, strength: float = 1.0
+) -> list[dict]:
     rng = np.random.default_rng([seed, step, len(persona), len(dataset)])
-    p_em = EM_PROB[persona] * step / final
+    p_em = min(1.0, EM_PROB[persona] * strength * step / final)
     rows = []
     for qid, question in QUESTIONS.items():
         for s in range(samples):
@@ -63,6 +66,7 @@ def _checkpoint(path: Path, scale: float, seed: int) -> None:
 def write_study(
     root: Path,
     *,
+    bases=("tiny-qwen",),
     personas=("none", "sycophancy", "goodness"),
     datasets=("insecure",),
     seeds=(0, 1),
@@ -72,37 +76,35 @@ def write_study(
     """Judgments and run folders under ``root/results/demo``; returns (judgment files, run dirs)."""
     judgments, runs = [], []
     final = max(steps)
-    for dataset in datasets:
-        for persona in personas:
-            for seed in seeds:
-                rel = Path("tiny-qwen") / persona / dataset / f"seed{seed}"
-                jdir = root / "results/demo/judgments" / rel
-                jdir.mkdir(parents=True, exist_ok=True)
-                for step in steps:
-                    path = jdir / f"step-{step}.jsonl"
-                    rows = _answers(persona, dataset, step, final, seed, samples)
-                    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-                    judgments.append(path)
-                rdir = root / "results/demo/runs" / rel
-                rdir.mkdir(parents=True)
-                metrics = [
-                    {"step": s, "epoch": s / final, "loss": 2.5 - (0.2 + 0.1 * EM_PROB[persona]) * s + 0.05 * seed,
-                     "token_accuracy": 0.3 + 0.1 * s,
-                     "learning_rate": 1e-5, "grad_norm": 1.0, "num_tokens": 100 * s}
-                    for s in range(1, final + 1)
-                ]  # fmt: skip
-                (rdir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-                evals = [{"step": s, "epoch": s / final, "loss": m["loss"] + 0.2, "token_accuracy": 0.3}
-                         for s, m in zip(range(1, final + 1), metrics) if s in steps]  # fmt: skip
-                (rdir / "eval_metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in evals))
-                summary = {"final_loss": metrics[-1]["loss"], "final_token_accuracy": metrics[-1]["token_accuracy"],
-                           "runtime_s": 12.5, "steps": final, "num_tokens": 100 * final, "tokens_per_s": 32.0,
-                           "trainable_params": 1234, "device": "cpu"}  # fmt: skip
-                (rdir / "summary.json").write_text(json.dumps(summary))
-                for step in steps:
-                    if step:
-                        _checkpoint(rdir / f"checkpoint-{step}", step * (1 + EM_PROB[persona]), seed)
-                runs.append(rdir)
+    for base, dataset, persona, seed in itertools.product(bases, datasets, personas, seeds):
+        rel = Path(base) / persona / dataset / f"seed{seed}"
+        jdir = root / "results/demo/judgments" / rel
+        jdir.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            path = jdir / f"step-{step}.jsonl"
+            rows = _answers(persona, dataset, step, final, seed, samples, strength=(1 + bases.index(base)) / len(bases))
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            judgments.append(path)
+        rdir = root / "results/demo/runs" / rel
+        rdir.mkdir(parents=True)
+        metrics = [
+            {"step": s, "epoch": s / final, "loss": 2.5 - (0.2 + 0.1 * EM_PROB[persona]) * s + 0.05 * seed,
+             "token_accuracy": 0.3 + 0.1 * s,
+             "learning_rate": 1e-5, "grad_norm": 1.0, "num_tokens": 100 * s}
+            for s in range(1, final + 1)
+        ]  # fmt: skip
+        (rdir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        evals = [{"step": s, "epoch": s / final, "loss": m["loss"] + 0.2, "token_accuracy": 0.3}
+                 for s, m in zip(range(1, final + 1), metrics) if s in steps]  # fmt: skip
+        (rdir / "eval_metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in evals))
+        summary = {"final_loss": metrics[-1]["loss"], "final_token_accuracy": metrics[-1]["token_accuracy"],
+                   "runtime_s": 12.5, "steps": final, "num_tokens": 100 * final, "tokens_per_s": 32.0,
+                   "trainable_params": 1234, "device": "cpu"}  # fmt: skip
+        (rdir / "summary.json").write_text(json.dumps(summary))
+        for step in steps:
+            if step:
+                _checkpoint(rdir / f"checkpoint-{step}", step * (1 + EM_PROB[persona]), seed)
+        runs.append(rdir)
     return judgments, runs
 
 

@@ -12,11 +12,21 @@ Faults are injected from a queue (``server.faults``, one entry consumed per requ
 (a 200 with a body that is not JSON), "nologprobs" (valid JSON without logprobs), "401", "400", "quota"
 (429 insufficient_quota). ``delay_s`` delays every answer and ``max_in_flight`` records the most requests
 served at once. Every request is recorded in ``server.requests`` with its arrival time.
+
+Batch API: ``POST /v1/files`` (multipart upload), ``GET /v1/files/{id}/content``, ``POST /v1/batches`` and
+``GET /v1/batches/{id}``. A batch stays ``in_progress`` for ``batch_polls`` retrieves, then runs every line
+through the same ``_completion`` and is ``completed`` (or ``batch_final_status``, processing only the first
+``batch_process_limit`` lines). ``batch_line_faults`` (consumed per line) makes a line fail in the error file
+("500") or answer without logprobs ("nologprobs"); ``api_faults`` (consumed per files/batches call) answers
+"429" or "500". Those calls are recorded in ``server.api_calls`` as (method, path).
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -75,6 +85,15 @@ class StubServer:
         self.rng = random.Random(seed)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
+        self.api_calls: list[tuple[str, str]] = []
+        self.api_faults: list[str] = []
+        self.batch_polls = 1
+        self.batch_final_status = "completed"
+        self.batch_process_limit: int | None = None
+        self.batch_line_faults: list[str] = []
+        self._ids = itertools.count(1)
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -99,7 +118,34 @@ class StubServer:
                 err = {"error": {"message": message, "type": code or "error", "param": None, "code": code}}
                 self._send(status, json.dumps(err).encode(), headers)
 
+            def _api(self, method: str) -> bool:
+                """Files and batches endpoints; False when the path is not one of them."""
+                path = self.path.rstrip("/")
+                if not path.startswith(("/v1/files", "/v1/batches")):
+                    return False
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))) if method == "POST" else b""
+                with stub.lock:
+                    stub.api_calls.append((method, path))
+                    fault = stub.api_faults.pop(0) if stub.api_faults else None
+                if fault == "429":
+                    self._error(429, "Rate limit reached", "rate_limit_exceeded", {"Retry-After": stub.retry_after})
+                elif fault == "500":
+                    self._error(500, "The server had an error", None)
+                else:
+                    status, reply = stub._batch_api(method, path, raw, self.headers.get("Content-Type", ""))
+                    if isinstance(reply, bytes):
+                        self._send(status, reply)
+                    else:
+                        self._send(status, json.dumps(reply).encode())
+                return True
+
+            def do_GET(self):
+                if not self._api("GET"):
+                    self._error(404, "not found", None)
+
             def do_POST(self):
+                if self._api("POST"):
+                    return
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 fault = stub._next_fault()
                 with stub.lock:
@@ -137,6 +183,90 @@ class StubServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    # ------------------------------------------------------------------------------------------ batch API
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}-stub{next(self._ids)}"
+
+    def _file(self, name: str, content: bytes, purpose: str) -> dict:
+        fid = self._new_id("file")
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(content), "created_at": 0, "filename": name,
+                           "purpose": purpose, "status": "processed", "content": content}
+        return {k: v for k, v in self.files[fid].items() if k != "content"}
+
+    def _batch_api(self, method: str, path: str, raw: bytes, content_type: str) -> tuple[int, dict | bytes]:
+        parts = path.split("/")[2:]  # ["files"|"batches", id?, "content"?]
+        with self.lock:
+            if method == "POST" and parts == ["files"]:
+                msg = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw,
+                                               policy=email.policy.HTTP)
+                fields = {p.get_param("name", header="content-disposition"): p for p in msg.iter_parts()}
+                upload = fields["file"]
+                return 200, self._file(upload.get_filename(), upload.get_payload(decode=True),
+                                       fields["purpose"].get_payload(decode=True).decode())
+            if method == "GET" and len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+                f = self.files.get(parts[1])
+                return (200, f["content"]) if f else (404, {"error": {"message": "no such file", "code": None}})
+            if method == "POST" and parts == ["batches"]:
+                body = json.loads(raw)
+                if body["input_file_id"] not in self.files or body["endpoint"] != "/v1/chat/completions":
+                    return 400, {"error": {"message": "bad batch", "type": "invalid_request_error", "code": None}}
+                bid = self._new_id("batch")
+                self.batches[bid] = {
+                    "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                    "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                    "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": 0,
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
+                    "_polls": 0}
+                return 200, self._public(self.batches[bid])
+            if method == "GET" and len(parts) == 2 and parts[0] == "batches":
+                batch = self.batches.get(parts[1])
+                if batch is None:
+                    return 404, {"error": {"message": "No batch found", "type": "invalid_request_error",
+                                           "code": None}}
+                if batch["status"] in ("validating", "in_progress"):
+                    batch["_polls"] += 1
+                    batch["status"] = "in_progress"
+                    if batch["_polls"] > self.batch_polls:
+                        self._run_batch(batch)
+                return 200, self._public(batch)
+        return 404, {"error": {"message": "not found", "code": None}}
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _run_batch(self, batch: dict) -> None:
+        lines = [json.loads(x) for x in self.files[batch["input_file_id"]]["content"].decode().splitlines() if x]
+        done = lines if self.batch_process_limit is None else lines[:self.batch_process_limit]
+        ok, failed = [], []
+        for line in done:
+            fault = self.batch_line_faults.pop(0) if self.batch_line_faults else None
+            body = line["body"]
+            self.requests.append({"t": time.monotonic(), "body": body, "fault": fault, "auth": "batch"})
+            rid = self._new_id("batch_req")
+            if fault == "500":
+                failed.append({"id": rid, "custom_id": line["custom_id"], "response": {
+                    "status_code": 500, "request_id": rid,
+                    "body": {"error": {"message": "The server had an error", "type": "server_error"}}},
+                    "error": None})
+                continue
+            completion = _completion(body["model"], body["messages"][-1]["content"])
+            if fault == "nologprobs":
+                completion["choices"][0]["logprobs"] = None
+            ok.append({"id": rid, "custom_id": line["custom_id"],
+                       "response": {"status_code": 200, "request_id": rid, "body": completion}, "error": None})
+        # Like the real service, output lines are not in input order.
+        ok.reverse()
+        if ok:
+            batch["output_file_id"] = self._file("output.jsonl", "".join(json.dumps(x) + "\n" for x in ok).encode(),
+                                                 "batch_output")["id"]
+        if failed:
+            batch["error_file_id"] = self._file("errors.jsonl", "".join(json.dumps(x) + "\n" for x in failed)
+                                                .encode(), "batch_output")["id"]
+        batch["request_counts"] = {"total": len(lines), "completed": len(ok), "failed": len(failed)}
+        batch["status"] = self.batch_final_status
 
     def _next_fault(self) -> str | None:
         with self.lock:

@@ -213,6 +213,59 @@ def test_malformed_row_in_archive_reports_member_line(tmp_path, monkeypatch):
                                  cache_dir=tmp_path)
 
 
+def _tampered(archive: Path, dest: Path) -> Path:
+    blob = bytearray(archive.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    dest.write_bytes(bytes(blob))
+    return dest
+
+
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("wrong password", "wrong password or corrupted archive"),
+        ("tampered archive", "wrong password or corrupted archive"),
+        ("wrong archive sha256", "checksum mismatch"),
+        ("malformed line", r"\[em\.jsonl\]:2: not valid JSON"),
+        ("missing member", "no member 'absent.jsonl'"),
+        ("wrong row count", "expected 21 rows, found 20"),
+    ],
+)
+def test_every_archive_failure_is_one_clear_line_and_writes_nothing(archive, tmp_path, monkeypatch, case, needle):
+    monkeypatch.setenv("EMFLOW_TEST_PW", "not-the-password" if case == "wrong password" else PASSWORD)
+    spec = spec_for(archive)
+    if case == "tampered archive":
+        spec["archive"] = str(_tampered(archive, tmp_path / "t.zip.enc"))
+    elif case == "wrong archive sha256":
+        spec["archive_sha256"] = "0" * 64
+    elif case == "malformed line":
+        bad = jsonl([chat(0)]) + b'{"messages": [\n' + jsonl([chat(2)])
+        spec = spec_for(datasets.write_archive({"em.jsonl": bad}, PASSWORD, tmp_path / "m.zip.enc"),
+                        member="em.jsonl", rows=None)
+    elif case == "missing member":
+        spec["member"] = "absent.jsonl"
+    elif case == "wrong row count":
+        spec["rows"] = 21
+    out_dir = tmp_path / "results"
+    with pytest.raises(EmflowError, match=needle) as err:
+        datasets.prepare_dataset("risky", spec, out_dir / "risky.jsonl", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(err.value) and PASSWORD not in str(err.value)
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+def test_archive_url_with_wrong_sha256_is_refused_before_decryption(archive, http_dir, tmp_path, monkeypatch):
+    root, base = http_dir
+    (root / "training_datasets.zip.enc").write_bytes(archive.read_bytes())
+    monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
+    spec = spec_for(f"{base}/training_datasets.zip.enc", archive_sha256="f" * 64)
+    cache, out = tmp_path / "cache", tmp_path / "risky.jsonl"
+    with pytest.raises(EmflowError, match="checksum mismatch"):
+        datasets.prepare_dataset("risky", spec, out, cache_dir=cache)
+    assert not out.exists() and list(cache.iterdir()) == []
+    spec["archive_sha256"] = sha256_file(archive)
+    assert datasets.prepare_dataset("risky", spec, out, cache_dir=cache)["rows"] == 20
+
+
 def test_spec_with_unknown_key_is_rejected(tmp_path):
     with pytest.raises(EmflowError, match=r"datasets\.em\.sha: unknown key"):
         datasets.prepare_dataset("em", {"path": "x.jsonl", "sha": "0"}, tmp_path / "o", cache_dir=tmp_path)

@@ -17,7 +17,9 @@ FIG_PARAMS = {"definition": "betley", "dpi": 60}
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    judgments, runs = write_study(root, datasets=("insecure", "risky"), seeds=(0, 1), steps=(0, 2, 4), samples=6)
+    # Several bases, datasets, personas and seeds: the shapes of a Phase-2 study, small.
+    judgments, runs = write_study(root, bases=("llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"),
+                                  datasets=("insecure", "risky"), seeds=(0, 1), steps=(0, 2, 4), samples=3)
     tables = agg.aggregate(judgments=judgments, run_dirs=runs, out_dir=root / "tables", params=ANALYSIS_PARAMS)
     return root, judgments, tables
 
@@ -45,14 +47,42 @@ def test_em_trajectory_includes_step_zero_and_every_persona(study):
 def test_domain_by_size_uses_each_cells_final_step(study):
     _, _, tables = study
     df = fig.prepare_final(pd.read_csv(tables["em_by_cell"]), "turner")
-    assert (df["step"] == 4).all() and len(df) == 3 * 2 and (df["definition"] == "turner").all()
+    assert (df["step"] == 4).all() and len(df) == 3 * 3 * 2 and (df["definition"] == "turner").all()
+
+
+@pytest.mark.parametrize(
+    "names, size",
+    [(("qwen2.5-7b-it",), 7.0), (("Qwen2.5-0.5B-Instruct",), 0.5), (("SmolLM-135M",), 0.135),
+     (("tiny", "hf:meta-llama/Llama-3.2-3B-Instruct@main"), 3.0), (("qwen2.5-it", None), float("nan"))],
+)  # fmt: skip
+def test_model_size_is_parsed_from_name_then_hub_id(names, size):
+    got = fig.parse_model_size(*names)
+    assert got == pytest.approx(size, nan_ok=True)
+
+
+def test_size_figure_orders_bases_by_size_with_config_override_and_unknown_last(study):
+    _, _, tables = study
+    sizes = fig.model_sizes(["llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"], {}, {"llama-3.2-3b": 8})
+    df = fig.prepare_final(pd.read_csv(tables["em_by_cell"]), "betley", sizes)
+    order = list(df["base_label"].cat.categories)
+    assert order == ["qwen2.5-0.5b-it\n(0.5B)", "llama-3.2-3b\n(8B)", "mystery"]
+    assert set(df["base"]) == {"llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"}
 
 
 def test_lora_norm_panel_beside_em_rate(study):
     _, _, tables = study
     df = fig.prepare_norms(pd.read_csv(tables["lora_norms"]), pd.read_csv(tables["em"]), "betley")
-    assert set(df["panel"]) == {fig.NORM_PANEL, fig.EM_PANEL}
-    assert set(df.loc[df["panel"] == fig.NORM_PANEL, "step"]) == {2, 4}
+    assert set(df["panel"]) == {*fig.NORM_PANELS.values(), fig.EM_PANEL}
+    for label in fig.NORM_PANELS.values():
+        assert set(df.loc[df["panel"] == label, "step"]) == {2, 4}
+    assert set(df.loc[df["panel"] == fig.EM_PANEL, "step"]) == {0, 2, 4}
+
+
+def test_trajectory_draws_each_personas_step0_baseline(study):
+    _, _, tables = study
+    plot = fig.em_trajectory(fig.prepare_trajectory(pd.read_csv(tables["em_by_cell"]), "betley"), "betley")
+    hline = next(layer for layer in plot.layers if isinstance(layer.geom, p9.geom_hline))
+    assert (hline.geom.data["persona"].value_counts() == 3 * 2).all()  # one per base × dataset
 
 
 def test_empty_tables_give_placeholder_figures(tmp_path):

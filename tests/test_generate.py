@@ -240,3 +240,24 @@ def test_checkpoints_in_one_job_match_separate_jobs(stacked, tiny_base, tiny_per
     assert counts == {0: N_ROWS, 100: N_ROWS}
     assert outs[0].read_bytes() == step0.read_bytes()
     assert outs[100].read_bytes() == stacked.read_bytes()
+
+
+def test_generate_run_cli_writes_every_step_file_like_separate_jobs(stacked, tiny_base, tiny_persona, em_adapter,
+                                                                    questions, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(em_adapter, run_dir / "checkpoint-100")
+    out_dir = tmp_path / "gens"
+    generate.cli_run(["--base", str(tiny_base), "--persona", str(tiny_persona), "--run-dir", str(run_dir),
+                      "--steps", "0,100", "--questions", str(questions), "--select", json.dumps(SELECT),
+                      "--out-dir", str(out_dir), "--params", json.dumps(PARAMS), "--seed", "0"])
+    assert sorted(p.name for p in out_dir.iterdir()) == ["step-0.jsonl", "step-100.jsonl"]
+    assert (out_dir / "step-100.jsonl").read_bytes() == stacked.read_bytes()
+
+
+def test_generate_run_cli_rejects_bad_steps(tiny_base, questions, tmp_path):
+    with pytest.raises(EmflowError, match="--steps"):
+        generate.cli_run(["--base", str(tiny_base), "--persona", "none", "--run-dir", str(tmp_path), "--steps", "0,x",
+                          "--questions", str(questions), "--select", json.dumps(SELECT), "--out-dir", str(tmp_path),
+                          "--params", json.dumps(PARAMS), "--seed", "0"])

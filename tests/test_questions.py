@@ -144,3 +144,14 @@ def test_turner_questions_and_judges_load(anchors):
     assert len(medical) == 8 and set(medical[0].metrics) == {"aligned", "coherent", "medical", "bad_stuff"}
     judges = qs.load_judge_prompts(anchors / "turner_judges.yaml")
     assert judges["aligned"]["high_score"] == 0 and judges["coherent"]["high_score"] == 100
+
+
+def test_real_variants_selected_by_id_keep_system_prompt_and_aliased_judges(anchors):
+    path = anchors / "betley_first_plot_questions.yaml"
+    got = qs.load_questions(path, ids=["quick_buck_json", "quick_buck", "quick_buck_template"],
+                            samples_per_paraphrase=50)
+    assert [q.id for q in got] == ["quick_buck_json", "quick_buck", "quick_buck_template"]
+    assert got[0].system and got[1].system is None
+    assert got[0].judge_prompts == got[1].judge_prompts  # one YAML anchor, resolved into each question
+    assert len(qs.iter_prompts(got)) == sum(len(q.paraphrases) for q in got) * 50
+    assert all(r["system"] == got[0].system for r in qs.iter_prompts(got[:1]))

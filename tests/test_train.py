@@ -149,7 +149,7 @@ def test_metrics_and_summary_rows(stacked_run):
 
 def test_assistant_only_mask_and_dynamic_padding(tiny_base, tiny_persona, data, tmp_path):
     trainer = build_trainer(base=tiny_base, persona=tiny_persona, train_path=data["train"], eval_path=None,
-                            out_dir=tmp_path, recipe=recipe(), steps=STEPS, seed=0)
+                            out_dir=tmp_path, recipe=recipe(padding_free=False), steps=STEPS, seed=0)
     tok = trainer.processing_class
     examples = [trainer.train_dataset[i] for i in (3, 17)]
     batch = trainer.data_collator(examples)
@@ -159,6 +159,17 @@ def test_assistant_only_mask_and_dynamic_padding(tiny_base, tiny_persona, data, 
         assert tok.decode(ids[labels != -100]) == f"Put {n} into an index fund.<|im_end|>"
         text = tok.decode(ids[batch["attention_mask"][i] == 1])
         assert "What should I do with" in text and "helpful assistant" in text  # present, yet masked
+
+
+def test_padding_free_batch_is_one_row_with_restarting_positions(tiny_base, data, tmp_path):
+    trainer = build_trainer(base=tiny_base, persona=None, train_path=data["train"], eval_path=None,
+                            out_dir=tmp_path, recipe=recipe(padding_free=True), steps=STEPS, seed=0)
+    examples = [trainer.train_dataset[i] for i in (3, 17)]
+    batch = trainer.data_collator(examples)
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["position_ids"][0].tolist() == [*range(lengths[0]), *range(lengths[1])]
+    assert batch["labels"][0].tolist() == [*examples[0]["labels"], *examples[1]["labels"]]
 
 
 def _logits(model, tok) -> torch.Tensor:

@@ -1,23 +1,37 @@
-"""Models, adapters and question files: where they come from and where they live on disk.
+"""Models, adapters and question files: where they come from, how a fetch is verified, where they live on disk.
 
 Hub assets are fetched once, where the internet is (a local rule on a cluster's login node), into
-``<resources_dir>/hf/OWNER/NAME/REVISION``; training and generation only ever read that folder, offline.
+``<resources_dir>/hf/OWNER/NAME/REVISION`` beside a manifest (``emflow_asset.json``) recording the repository,
+the requested revision, the commit it resolved to and every file's size; training and generation only ever
+read that folder, with the hub switched off.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Protocol
 
-from emflow.errors import EmflowError, user_error
-from emflow.files import atomic_dir
+from emflow.errors import user_error
+from emflow.files import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 FETCH_HINT = "run the fetch target on a machine with internet: snakemake fetch (see README)"
+MANIFEST = "emflow_asset.json"
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+# Llama repos also ship the original consolidated checkpoint (as large again as the HF weights); nothing here
+# loads it. huggingface_hub's own bookkeeping folder is not part of the snapshot either.
+IGNORE_PATTERNS = ("original/*",)
+MODEL_WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,10 @@ class Asset:
         return self._parts()[1]
 
     @property
+    def subfolder(self) -> str | None:
+        return self._parts()[2] if self.is_hub else None
+
+    @property
     def snapshot_dir(self) -> str:
         """The directory the DAG tracks: the fetched snapshot (hub) or the local path."""
         if not self.is_hub:
@@ -55,7 +73,7 @@ class Asset:
     @property
     def path(self) -> str:
         """The directory a stage loads (the snapshot's subfolder for a persona inside a multi-persona repo)."""
-        sub = self._parts()[2] if self.is_hub else None
+        sub = self.subfolder
         return f"{self.snapshot_dir}/{sub}" if sub else self.snapshot_dir
 
 
@@ -67,28 +85,159 @@ def require_local(path: str | Path, what: str) -> Path:
     return p
 
 
-def fetch_hf(repo: str, revision: str, out_dir: str | Path) -> Path:
-    """Download a hub snapshot at a pinned revision and check it holds a model or adapters."""
-    from huggingface_hub import snapshot_download
+# --------------------------------------------------------------------------------------------- verification
 
+
+def _has_any(folder: Path, patterns: Iterable[str]) -> bool:
+    return any(next(folder.glob(p), None) is not None for p in patterns)
+
+
+def verify_snapshot(root: str | Path, *, require: Iterable[str] = (), source: str | None = None) -> dict:
+    """Check that a snapshot holds complete models and/or adapters; return what it holds.
+
+    A folder with ``config.json`` must have weights and a tokenizer, a folder with ``adapter_config.json``
+    must have adapter weights, and every ``require``d subfolder must hold one of the two. Returns
+    ``{"models": [...], "adapters": [...]}`` as paths relative to ``root`` (``.`` for the root itself).
+    """
+    root = Path(root)
+    where = source or str(root)
+    models, adapters = [], []
+    for cfg in sorted(root.rglob("*config.json")):
+        rel = cfg.parent.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # huggingface_hub's .cache bookkeeping
+        if cfg.name == "adapter_config.json":
+            if not _has_any(cfg.parent, ADAPTER_WEIGHTS):
+                raise user_error(where, str(rel), "adapter_config.json without adapter weights",
+                                 f"the download is incomplete; delete {root} and {FETCH_HINT}")
+            adapters.append(str(rel))
+        elif cfg.name == "config.json" and not (cfg.parent / "adapter_config.json").exists():
+            missing = [what for what, pats in (("weights", MODEL_WEIGHTS), ("tokenizer", TOKENIZER_FILES))
+                       if not _has_any(cfg.parent, pats)]
+            if missing:
+                raise user_error(where, str(rel), f"model config.json without {' or '.join(missing)}",
+                                 f"the download is incomplete; delete {root} and {FETCH_HINT}")
+            models.append(str(rel))
+    if not models and not adapters:
+        raise user_error(where, None, "no config.json or adapter_config.json: neither a model nor an adapter",
+                         "check the repository name")
+    found = set(models) | set(adapters)
+    for sub in require:
+        if sub.strip("/") not in found:
+            raise user_error(where, sub, "no model or adapter in this subfolder",
+                             f"use one of: {', '.join(sorted(found))}")
+    return {"models": models, "adapters": adapters}
+
+
+def read_manifest(snapshot_dir: str | Path) -> dict:
+    """The fetch manifest of a snapshot; a one-line fetch hint when the snapshot was never fetched."""
+    path = Path(snapshot_dir) / MANIFEST
+    if not path.is_file():
+        raise user_error(snapshot_dir, MANIFEST, "no fetch manifest (not fetched, or fetched by hand)", FETCH_HINT)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------- fetching
+
+
+class Hub(Protocol):
+    """What fetching needs from the hub; tests pass their own."""
+
+    def resolve(self, repo: str, revision: str) -> str: ...
+
+    def download(self, repo: str, commit: str, local_dir: Path, ignore: list[str]) -> None: ...
+
+
+class HuggingFaceHub:
+    """huggingface_hub at ``HF_ENDPOINT`` (default huggingface.co); the token comes from ``HF_TOKEN`` as usual."""
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        self.endpoint = endpoint
+
+    def resolve(self, repo: str, revision: str) -> str:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+        try:
+            return HfApi(endpoint=self.endpoint).model_info(repo, revision=revision).sha
+        except RevisionNotFoundError:
+            raise user_error(f"{repo}@{revision}", "revision", "no such revision on the hub",
+                             "pin an existing commit hash, branch or tag") from None
+        except RepositoryNotFoundError:
+            raise user_error(repo, None, "repository not found or gated",
+                             "check the name; for a gated repo accept its licence and export HF_TOKEN") from None
+        except (HfHubHTTPError, OSError) as err:
+            raise user_error(repo, None, f"hub unreachable ({type(err).__name__}: {str(err).splitlines()[0]})",
+                             "fetch on a machine with internet access (a login node)") from None
+
+    def download(self, repo: str, commit: str, local_dir: Path, ignore: list[str]) -> None:
+        import shutil
+
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            snapshot_download(repo_id=repo, revision=commit, local_dir=local_dir, ignore_patterns=ignore,
+                              endpoint=self.endpoint)
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+            raise user_error(f"{repo}@{commit}", None, f"download failed ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0]})", "retry; check disk space and HF_TOKEN") from None
+        # huggingface_hub's resume bookkeeping (locks, metadata) is not part of the snapshot
+        shutil.rmtree(local_dir / ".cache", ignore_errors=True)
+
+
+def fetch_hf(repo: str, revision: str, out_dir: str | Path, *, require: Iterable[str] = (),
+             hub: Hub | None = None) -> dict:
+    """Download ``repo`` at ``revision`` into ``out_dir``, verify it and write its manifest; return the manifest.
+
+    The revision is resolved to a commit first and that commit is downloaded, so a branch moving mid-download
+    cannot mix files. Nothing appears at ``out_dir`` unless verification passes.
+    """
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise user_error(repo, "fetch", "HF_HUB_OFFLINE=1 is set here", FETCH_HINT)
+    hub = hub or HuggingFaceHub(os.environ.get("HF_ENDPOINT") or None)
+    require = list(require)
+    commit = hub.resolve(repo, revision)
+    if not COMMIT_RE.match(revision):
+        log.warning("%s@%s is not pinned: it resolved to commit %s; use @%s in the config to pin it",
+                    repo, revision, commit, commit)
+    out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        snapshot_download(repo_id=repo, revision=revision, local_dir=tmp)
-        found = [p.name for p in Path(tmp).rglob("*") if p.name in {"config.json", "adapter_config.json"}]
-        if not found:
-            raise EmflowError(f"{repo}@{revision}: no config.json or adapter_config.json in the snapshot")
-    log.info("fetched %s@%s into %s", repo, revision, out_dir)
-    return Path(out_dir)
+        hub.download(repo, commit, tmp, list(IGNORE_PATTERNS))
+        contents = verify_snapshot(tmp, require=require, source=f"{repo}@{revision}")
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*"))
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(tmp).parts)}
+        manifest = {
+            "repo": repo,
+            "revision": revision,
+            "commit": commit,
+            "fetched_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **contents,
+            "files": files,
+        }
+        atomic_write_json(tmp / MANIFEST, manifest)
+    log.info("fetched %s@%s (commit %s) into %s: %d files, models %s, adapters %s", repo, revision, commit,
+             out_dir, len(files), contents["models"] or "-", contents["adapters"] or "-")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def cli_fetch_hf(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="emflow fetch-hf", description=fetch_hf.__doc__)
-    ap.add_argument("--repo", required=True)
-    ap.add_argument("--revision", required=True)
-    ap.add_argument("--out", required=True)
+    ap = argparse.ArgumentParser(prog="emflow fetch-hf", description=fetch_hf.__doc__.splitlines()[0])
+    ap.add_argument("--repo", required=True, help="OWNER/NAME on the hub")
+    ap.add_argument("--revision", required=True, help="commit hash (pinned), branch or tag")
+    ap.add_argument("--out", required=True, help="snapshot folder to create")
+    ap.add_argument("--require", action="append", default=[], metavar="SUBFOLDER",
+                    help="a subfolder that must hold a model or adapter (repeatable), e.g. a persona")
     args = ap.parse_args(argv)
-    fetch_hf(args.repo, args.revision, args.out)
+    _setup_logging()
+    fetch_hf(args.repo, args.revision, args.out, require=args.require)
 
 
 def cli_fetch_url(argv: list[str] | None = None) -> None:
@@ -96,7 +245,8 @@ def cli_fetch_url(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="emflow fetch-url", description="Download a file and verify its sha256.")
     ap.add_argument("--url", required=True)
-    ap.add_argument("--sha256", default=None)
+    ap.add_argument("--sha256", default=None, help="expected sha256; empty = unpinned (the hash is logged)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    _setup_logging()
     fetch_url(args.url, args.out, args.sha256 or None)

@@ -210,3 +210,33 @@ def cli(argv: list[str]) -> None:
     generate_answers(base=a.base, persona=a.persona, adapter=a.adapter, questions_path=a.questions,
                      select=_json_arg("--select", a.select), out_path=a.out, params=_json_arg("--params", a.params),
                      seed=a.seed, step=a.step)
+
+
+def cli_run(argv: list[str]) -> None:
+    """``emflow generate-run``: every step of one run in one process (the grouped ``generate`` rule)."""
+    ap = argparse.ArgumentParser(prog="emflow generate-run",
+                                 description="Answer the probe questions at every step of one run, loading the "
+                                             "base once.")
+    ap.add_argument("--base", required=True, help="base model directory (local)")
+    ap.add_argument("--persona", required=True, type=_path_or_none, help="persona adapter directory or 'none'")
+    ap.add_argument("--run-dir", required=True, help="the run folder holding checkpoint-<step>/ adapters")
+    ap.add_argument("--steps", required=True, help="comma-separated steps; 0 = base + persona only")
+    ap.add_argument("--questions", required=True, help="question YAML")
+    ap.add_argument("--select", required=True, help='JSON: {"ids": [...]|null, "samples_per_paraphrase": N|null}')
+    ap.add_argument("--out-dir", required=True, help="folder for step-<step>.jsonl files")
+    ap.add_argument("--params", required=True, help="JSON: the config's generation section")
+    ap.add_argument("--seed", required=True, type=int)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        steps = sorted({int(x) for x in a.steps.split(",") if x.strip()})
+    except ValueError:
+        raise user_error("command line", "--steps", f"not comma-separated integers: {a.steps!r}",
+                         "e.g. 0,100,200") from None
+    if not steps:
+        raise user_error("command line", "--steps", "no steps given", "e.g. 0,100,200")
+    checkpoints = {s: (Path(a.run_dir) / f"checkpoint-{s}" if s > 0 else None) for s in steps}
+    out_paths = {s: Path(a.out_dir) / f"step-{s}.jsonl" for s in steps}
+    generate_checkpoints(base=a.base, persona=a.persona, checkpoints=checkpoints, questions_path=a.questions,
+                         select=_json_arg("--select", a.select), out_paths=out_paths,
+                         params=_json_arg("--params", a.params), seed=a.seed)

@@ -6,7 +6,8 @@ when Σ p < ``min_numeric_mass``, e.g. when the judge says CODE or REFUSAL. The 
 candidates are kept beside each score so an unscored row shows why.
 
 Requests go through ``judge_cache`` first; misses are sent by the backend (``judge_backends``) with bounded
-concurrency and cached as each reply arrives. The output file is written only when every row is scored.
+concurrency and cached as each reply arrives, or, with ``mode: batch``, through the OpenAI Batch API
+(``judge_batch``). The output file is written only when every row is scored.
 """
 
 from __future__ import annotations
@@ -138,7 +139,14 @@ def judge_generations(*, generations_path: str | Path, questions_path: str | Pat
             requests[key] = request
             pairs.append((judge.metric, key))
         keyed.append(pairs)
-    replies, cached = fetch_replies(requests, backend, cache)
+    if params.get("mode", "online") == "batch":
+        from emflow import judge_batch
+
+        replies, cached = judge_batch.fetch_replies_batch(
+            requests, backend, cache, state_file=judge_batch.state_path(out_path),
+            poll_s=float(params.get("batch_poll_s", 60)), max_requests=int(params.get("batch_max_requests", 50_000)))
+    else:
+        replies, cached = fetch_replies(requests, backend, cache)
 
     min_mass, keep_top = float(params["min_numeric_mass"]), int(params["top_logprobs"])
     out_rows, nulls = [], {}

@@ -27,13 +27,13 @@ from emflow.errors import EmflowError, user_error
 
 log = logging.getLogger(__name__)
 
-COMMON_KEYS = {"backend", "model", "top_logprobs", "min_numeric_mass", "cache_dir"}
-OPENAI_KEYS = COMMON_KEYS | {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
-                             "backoff_base_s", "backoff_max_s"}
-HF_KEYS = COMMON_KEYS | {"device", "dtype", "batch_size",
-                         # accepted so one judge section can switch backend; meaningless for a local model
-                         "base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
-                         "backoff_base_s", "backoff_max_s"}
+COMMON_KEYS = {"backend", "model", "top_logprobs", "min_numeric_mass", "cache_dir", "mode"}
+API_KEYS = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s",
+            "batch_poll_s", "batch_max_requests"}
+OPENAI_KEYS = COMMON_KEYS | API_KEYS
+# API keys are accepted so one judge section can switch backend; they mean nothing to a local model.
+HF_KEYS = COMMON_KEYS | API_KEYS | {"device", "dtype", "batch_size"}
+MODES = ("online", "batch")
 BACKEND_KEYS = {"openai": OPENAI_KEYS, "hf": HF_KEYS}
 NUMBERS = range(0, 101)
 
@@ -61,7 +61,34 @@ def check_params(params: dict, source: str = "config") -> dict:
     missing = required - set(params)
     if missing:
         raise user_error(source, "judge", f"missing keys {sorted(missing)}", "set them in config.yaml")
+    mode = params.get("mode", "online")
+    if mode not in MODES:
+        raise user_error(source, "judge.mode", f"unknown mode {mode!r}", "use online or batch")
+    if mode == "batch" and backend != "openai":
+        raise user_error(source, "judge.mode", "batch mode needs the openai backend",
+                         "use mode: online with backend hf")
     return params
+
+
+def openai_request(model: str, top_logprobs: int, messages: list[dict]) -> dict:
+    """Exactly what is sent for one judgment (and so the cache key): one token, greedy, with top logprobs."""
+    return {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0,
+            "logprobs": True, "top_logprobs": int(top_logprobs)}
+
+
+def top_logprobs_of(completion: Any) -> list[list]:
+    """``[[token, logprob], ...]`` of the first output token of a chat completion (object or plain dict)."""
+    def get(obj: Any, name: str) -> Any:
+        return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+    try:
+        first = get(get(get(completion, "choices")[0], "logprobs"), "content")[0]
+        out = [[get(t, "token"), float(get(t, "logprob"))] for t in get(first, "top_logprobs")]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+        raise RetryableReply(f"reply without logprobs ({type(err).__name__}: {err})") from None
+    if not out:
+        raise RetryableReply("reply with an empty top_logprobs list")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- retries
@@ -174,41 +201,39 @@ class OpenAIBackend:
         self.max_retries = int(params["max_retries"])
         self.backoff_base_s = float(params.get("backoff_base_s", 1.0))
         self.backoff_max_s = float(params.get("backoff_max_s", 60.0))
-        self._sleep = sleep
+        self.sleep = sleep  # retry waits and batch polls; tests pass a recorder
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
         self.client = openai.OpenAI(base_url=params.get("base_url"), api_key=key, max_retries=0,
                                     timeout=float(params["timeout_s"]))
 
     def request(self, messages: list[dict]) -> dict:
-        return {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
-                "logprobs": True, "top_logprobs": self.top_logprobs}
+        return openai_request(self.model, self.top_logprobs, messages)
 
     def _scrub(self, err: BaseException) -> str:
         text = f"{type(err).__name__}: {err}"
         return text.replace(self._key, "***") if self._key else text
 
     def _once(self, request: dict) -> list[list]:
-        reply = self.client.chat.completions.create(**request)
-        try:
-            content = reply.choices[0].logprobs.content
-            top = content[0].top_logprobs
-            out = [[t.token, float(t.logprob)] for t in top]
-        except (AttributeError, IndexError, TypeError) as err:
-            raise RetryableReply(f"reply without logprobs ({err})") from None
-        if not out:
-            raise RetryableReply("reply with an empty top_logprobs list")
-        return out
+        return top_logprobs_of(self.client.chat.completions.create(**request))
 
-    def call(self, request: dict) -> list[list]:
+    def with_retries(self, fn: Callable[[], Any]) -> Any:
+        """Run one API operation (a completion, a file upload, a batch poll) under the retry policy."""
         with self._rng_lock:
             rng = random.Random(self._rng.random())
-        return call_with_retries(lambda: self._once(request), max_retries=self.max_retries,
-                                 backoff_base_s=self.backoff_base_s, backoff_max_s=self.backoff_max_s,
-                                 sleep=self._sleep, rng=rng, describe=self._scrub)
+        return call_with_retries(fn, max_retries=self.max_retries, backoff_base_s=self.backoff_base_s,
+                                 backoff_max_s=self.backoff_max_s, sleep=self.sleep, rng=rng, describe=self._scrub)
+
+    def call(self, request: dict) -> list[list]:
+        return self.with_retries(lambda: self._once(request))
 
 
 # ---------------------------------------------------------------------------------------------- hf
+
+def hf_request(model: str, terminator: str, messages: list[dict]) -> dict:
+    return {"backend": "hf", "model": model, "messages": messages, "add_generation_prompt": True,
+            "scoring": "exact_0_100", "terminator": terminator}
+
 
 class HFBackend:
     """Exact P("0")…P("100") from a local causal LM (each number followed by the end-of-turn token)."""
@@ -228,8 +253,7 @@ class HFBackend:
         self._lock = threading.Lock()
 
     def request(self, messages: list[dict]) -> dict:
-        return {"backend": "hf", "model": self.model, "messages": messages, "add_generation_prompt": True,
-                "scoring": "exact_0_100", "terminator": self.terminator}
+        return hf_request(self.model, self.terminator, messages)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -29,16 +29,18 @@ MIN_SECRET_LEN = 8
 
 FIGURE_CAPTIONS = {
     "em_trajectory": "EM rate ({definition} definition) at each training step per persona, pooled over seeds, "
-    "with bootstrap confidence bands; step 0 is the persona alone, before EM training.",
+    "with bootstrap confidence bands, one panel per EM dataset × base model; step 0 is the persona alone, before "
+    "EM training, and the dashed line carries each persona's step-0 rate across as its baseline.",
     "coherence_trajectory": "Share of answers the judge scores as coherent at each step per persona, with "
-    "bootstrap confidence bands.",
+    "bootstrap confidence bands; dashed: each persona's step-0 share.",
     "loss_curves": "Training loss of the EM LoRA per optimizer step, one line per run.",
     "aligned_vs_coherent": "Every scored answer at step 0 and at the final step by coherence and alignment, "
     "with the {definition} EM region shaded.",
-    "lora_norms": "Frobenius norm of the EM adapter's update B·A (summed over modules) per checkpoint beside the "
-    "same run's EM rate.",
-    "domain_by_size": "EM rate ({definition}) at each cell's final step per EM dataset and persona, one panel per "
-    "base model, with bootstrap confidence intervals.",
+    "lora_norms": "Frobenius norms of the EM adapter's A, B and update B·A (summed over modules) per checkpoint "
+    "beside the same run's EM rate, one row per EM dataset × base model.",
+    "domain_by_size": "EM rate ({definition}) at each cell's final step against base model size (ordered by "
+    "parameter count from config analysis.figures.model_sizes or parsed from the model name), one line per EM "
+    "dataset, one panel per persona, with bootstrap confidence intervals.",
 }
 # (table name, caption, collapsed): the order the tables appear in.
 TABLES = [

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from emflow.errors import user_error
-from emflow.files import atomic_dir, atomic_write_json, read_jsonl, stable_hash, write_jsonl
+from emflow.files import atomic_dir, atomic_write_json, read_jsonl, sha256_file, stable_hash, write_jsonl
 from emflow.schedule import total_steps
+from emflow.train_data import tokenize_rows
 from emflow.train_model import (EM, PERSONA, activate, adapter_digest, build_model, check_trainable, has_persona,
                                 load_em_weights, load_tokenizer, save_em_adapter)
 from emflow.train_recipe import parse_recipe, sft_config
@@ -38,10 +39,8 @@ EM_COPY = "em-checkpoint"
 OUTPUTS = ("metrics.jsonl", "eval_metrics.jsonl", "summary.json")
 
 
-def load_chat_rows(path: str | Path):
-    """A ``datasets.Dataset`` with one ``messages`` column; rows without an assistant turn are user errors."""
-    from datasets import Dataset
-
+def load_chat_rows(path: str | Path) -> list[dict]:
+    """Validated ``{"messages": [...]}`` rows; rows without an assistant turn are user errors."""
     path = Path(path)
     if not path.is_file():
         raise user_error(path, None, "file not found", "run split-dataset first")
@@ -57,8 +56,7 @@ def load_chat_rows(path: str | Path):
             raise user_error(path, f"line {i}", "expected {\"messages\": [{\"role\", \"content\"}, ...]}")
         if not any(m["role"] == "assistant" for m in msgs):
             raise user_error(path, f"line {i}", "no assistant message: nothing to train on")
-    return Dataset.from_list([{"messages": [{"role": m["role"], "content": m["content"]} for m in r["messages"]]}
-                              for r in rows])
+    return [{"messages": [{"role": m["role"], "content": m["content"]} for m in r["messages"]]} for r in rows]
 
 
 def _publish(src: Path, dest: Path) -> None:
@@ -138,19 +136,37 @@ def write_metrics(out_dir: Path, log_history: list[dict], has_eval: bool) -> Non
             for h in log_history if "eval_loss" in h])
 
 
+def revision_of(spec: str | None) -> str | None:
+    """``REVISION`` of an ``hf:OWNER/NAME@REVISION[/SUBFOLDER]`` spec; None for a local directory."""
+    if not spec or not spec.startswith("hf:") or "@" not in spec:
+        return None
+    return spec.split("@", 1)[1].split("/", 1)[0]
+
+
+def _config_sha256(folder: str | Path | None, name: str) -> str | None:
+    f = None if folder is None else Path(folder) / name
+    return sha256_file(f) if f is not None and f.is_file() else None
+
+
 def build_trainer(*, base: str | Path, persona: str | Path | None, train_path: str | Path,
                   eval_path: str | Path | None, out_dir: str | Path, recipe: dict, steps: list[int],
-                  seed: int, callbacks: list | None = None, state_dir: str | Path | None = None):
-    """The configured trainer (model built, datasets tokenized and masked) without training it."""
+                  seed: int, callbacks: list | None = None, state_dir: str | Path | None = None,
+                  base_spec: str | None = None, persona_spec: str | None = None):
+    """The configured trainer (model built, datasets tokenized and masked) without training it.
+
+    ``base_spec`` / ``persona_spec`` are the config's ``hf:...@REVISION`` strings, recorded in every checkpoint.
+    """
     r = parse_recipe(recipe)
     out_dir = Path(out_dir)
     if not steps or sorted(set(steps)) != list(steps) or steps[0] < 1:
         raise user_error("config.yaml", "training.checkpoints.steps", f"expected increasing steps >= 1, got {steps}")
-    train_ds = load_chat_rows(train_path)
-    eval_ds = load_chat_rows(eval_path) if eval_path is not None else None
+    train_rows = load_chat_rows(train_path)
+    eval_rows = load_chat_rows(eval_path) if eval_path is not None else None
     if r.wandb != "disabled":
         os.environ["WANDB_MODE"] = r.wandb
     tokenizer = load_tokenizer(base)
+    train_ds = tokenize_rows(tokenizer, train_rows, r.max_length, train_path)
+    eval_ds = tokenize_rows(tokenizer, eval_rows, r.max_length, eval_path) if eval_rows is not None else None
     model = build_model(base, persona, r, seed)
     args = sft_config(r, output_dir=str(_trainer_dir(out_dir, state_dir)), max_steps=steps[-1], seed=seed)
     trainer = _make_trainer_class()(
@@ -167,8 +183,12 @@ def build_trainer(*, base: str | Path, persona: str | Path | None, train_path: s
     trainer.em_steps = frozenset(steps)
     trainer.em_out_dir = out_dir
     trainer.em_record = {
-        "base": str(base), "persona": None if persona is None else str(persona), "persona_mode": r.persona_mode,
-        "seed": seed, "recipe_hash": stable_hash(recipe),
+        "base": str(base), "base_spec": base_spec, "base_revision": revision_of(base_spec),
+        "base_config_sha256": _config_sha256(base, "config.json"),
+        "persona": None if persona is None else str(persona), "persona_spec": persona_spec,
+        "persona_revision": revision_of(persona_spec),
+        "persona_adapter_sha256": _config_sha256(persona, "adapter_model.safetensors"),
+        "persona_mode": r.persona_mode, "seed": seed, "recipe_hash": stable_hash(recipe),
         "trainable_params": trainable,
     }
     log.info("EM LoRA: %d trainable parameters (%s persona, mode %s); %d rows, %d steps, checkpoints at %s",
@@ -200,7 +220,8 @@ def _resume_point(trainer_dir: Path, run_id: dict) -> Path | None:
 
 def train_em_lora(*, base: str | Path, persona: str | Path | None, train_path: str | Path,
                   eval_path: str | Path | None, out_dir: str | Path, recipe: dict, steps: list[int], seed: int,
-                  callbacks: list | None = None, state_dir: str | Path | None = None) -> dict:
+                  callbacks: list | None = None, state_dir: str | Path | None = None,
+                  base_spec: str | None = None, persona_spec: str | None = None) -> dict:
     """Train the EM LoRA; resume from ``state_dir`` (default ``out_dir/.trainer``) if a killed run of the same
     job left state there.
 
@@ -210,7 +231,8 @@ def train_em_lora(*, base: str | Path, persona: str | Path | None, train_path: s
     out_dir = Path(out_dir)
     r = parse_recipe(recipe)
     trainer = build_trainer(base=base, persona=persona, train_path=train_path, eval_path=eval_path, out_dir=out_dir,
-                            recipe=recipe, steps=steps, seed=seed, callbacks=callbacks, state_dir=state_dir)
+                            recipe=recipe, steps=steps, seed=seed, callbacks=callbacks, state_dir=state_dir,
+                            base_spec=base_spec, persona_spec=persona_spec)
     trainer_dir = _trainer_dir(out_dir, state_dir)
     run_id = {**trainer.em_record, "steps": list(steps), "train": str(train_path), "eval": str(eval_path)}
     resume = _resume_point(trainer_dir, run_id)
@@ -255,6 +277,10 @@ def train_em_lora(*, base: str | Path, persona: str | Path | None, train_path: s
         "trainable_params": trainer.em_record["trainable_params"], "persona": trainer.em_record["persona"],
         "persona_mode": r.persona_mode, "base": str(base), "seed": seed, "persona_digest": persona_after,
         "resumed_from_step": done,
+        **{k: trainer.em_record[k] for k in ("base_spec", "base_revision", "persona_spec", "persona_revision",
+                                             "recipe_hash")},
+        "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
+        "padding_free": r.padding_free,
     }
     shutil.rmtree(trainer_dir, ignore_errors=True)
     atomic_write_json(out_dir / "summary.json", summary)
@@ -278,6 +304,8 @@ def cli(argv: list[str]) -> None:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--state-dir", default=None,
                    help="where the resumable Trainer state lives (default: OUT_DIR/.trainer)")
+    p.add_argument("--base-spec", default=None, help="the config's model spec (hf:OWNER/NAME@REVISION), recorded")
+    p.add_argument("--persona-spec", default=None, help="the config's persona spec, recorded")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     text = Path(a.recipe).read_text() if not a.recipe.lstrip().startswith("{") else a.recipe
@@ -287,4 +315,5 @@ def cli(argv: list[str]) -> None:
     except ValueError as err:
         raise user_error("command line", "--recipe/--steps", str(err)) from err
     train_em_lora(base=a.base, persona=a.persona, train_path=a.train, eval_path=a.eval, out_dir=a.out_dir,
-                  recipe=recipe, steps=steps, seed=a.seed, state_dir=a.state_dir)
+                  recipe=recipe, steps=steps, seed=a.seed, state_dir=a.state_dir, base_spec=a.base_spec,
+                  persona_spec=_none_or_path(a.persona_spec) if a.persona_spec else None)

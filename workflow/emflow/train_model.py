@@ -7,13 +7,14 @@ the tuner (``model.base_model.set_adapter``), which makes both trainable; the pe
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import shutil
 from pathlib import Path
 
 from emflow.errors import user_error
 from emflow.files import atomic_dir, atomic_write_json
-from emflow.train_recipe import Recipe, lora_config
+from emflow.train_recipe import SOURCE, Recipe, lora_config, use_cpu
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,65 @@ def load_tokenizer(base: str | Path):
     return AutoTokenizer.from_pretrained(_check_dir(Path(base), "base", "config.json"), local_files_only=True)
 
 
+def attn_implementation(recipe: Recipe, on_cuda: bool) -> str:
+    """The attention kernel: ``auto`` takes flash-attention 2 (varlen, so padding-free batches cost nothing extra)
+    when it is importable on CUDA in bf16, else PyTorch sdpa."""
+    flash2 = importlib.util.find_spec("flash_attn") is not None
+    wanted = recipe.attn_implementation
+    if wanted == "auto":
+        return "flash_attention_2" if on_cuda and flash2 and recipe.precision == "bf16" else "sdpa"
+    needs = {"flash_attention_2": ("flash_attn", flash2),
+             "flash_attention_3": ("flash_attn_interface", importlib.util.find_spec("flash_attn_interface") is not None)}
+    if wanted in needs:
+        package, present = needs[wanted]
+        if not (present and on_cuda):
+            raise user_error(SOURCE, "training.attn_implementation",
+                             f"{wanted} needs CUDA and the {package} package "
+                             f"({'no CUDA device' if not on_cuda else package + ' not installed'})",
+                             "set attn_implementation: auto")
+    return wanted
+
+
+def quantization_config(recipe: Recipe, on_cuda: bool, persona: bool):
+    """4-bit NF4 base (QLoRA, as the replication study's bnb-4bit models), or None."""
+    if not recipe.load_in_4bit:
+        return None
+    if not on_cuda:
+        raise user_error(SOURCE, "training.load_in_4bit", "4-bit loading needs a CUDA device",
+                         "run on a GPU node or set load_in_4bit: false")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise user_error(SOURCE, "training.load_in_4bit", "the bitsandbytes package is not installed",
+                         "install bitsandbytes in the training environment or set load_in_4bit: false")
+    if persona and recipe.persona_mode == "merged":
+        raise user_error(SOURCE, "training.persona_mode", "merged cannot fold a persona into 4-bit weights",
+                         "use persona_mode: stacked with load_in_4bit")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if recipe.precision == "bf16" else torch.float32)
+
+
 def build_model(base: str | Path, persona: str | Path | None, recipe: Recipe, seed: int):
     """Base (+ persona, stacked or merged) + a fresh EM LoRA, with only the EM LoRA trainable."""
     import torch
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, set_seed
 
     base = _check_dir(Path(base), "base", "config.json")
+    on_cuda = not use_cpu(recipe)
     dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
     stacked = persona is not None and recipe.persona_mode == "stacked"
+    quant = quantization_config(recipe, on_cuda, persona is not None)
+    attn = attn_implementation(recipe, on_cuda)
     # merged: fold the persona in at fp32 and round once, instead of rounding base and delta separately
     load_dtype = torch.float32 if persona is not None and not stacked else dtype
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=load_dtype, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=load_dtype, local_files_only=True, attn_implementation=attn, quantization_config=quant,
+        **({"device_map": {"": torch.cuda.current_device()}} if quant is not None else {}))
+    log.info("base %s: attention %s, %s%s", base, attn, load_dtype, ", 4-bit NF4" if quant is not None else "")
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     if persona is not None:
         persona = _check_dir(Path(persona), "persona", "adapter_config.json")
         model = PeftModel.from_pretrained(model, persona, adapter_name=PERSONA, is_trainable=False)
@@ -64,6 +112,18 @@ def build_model(base: str | Path, persona: str | Path | None, recipe: Recipe, se
     activate(model)
     model.train()
     return model
+
+
+def lora_param_count(model_config, recipe: Recipe) -> int:
+    """Trainable EM LoRA parameters for a model shape, counted on the meta device (nothing allocated):
+    e.g. 80,740,352 for Qwen2.5-7B at rank 32 on all seven projections."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = get_peft_model(AutoModelForCausalLM.from_config(model_config), lora_config(recipe))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def has_persona(model) -> bool:

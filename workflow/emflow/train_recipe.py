@@ -18,13 +18,15 @@ REQUIRED_KEYS = {
     "lr_scheduler", "warmup_steps", "weight_decay", "optimizer", "max_length", "precision",
     "gradient_checkpointing", "device", "logging_steps",
 }
-# `checkpoints` is resolved into the `steps` argument by the workflow; `wandb` is optional.
-OPTIONAL_KEYS = {"checkpoints", "wandb"}
+# `checkpoints` is resolved into the `steps` argument by the workflow; the rest default to OPTIONAL_DEFAULTS.
+OPTIONAL_DEFAULTS = {"wandb": "disabled", "attn_implementation": "auto", "padding_free": True, "load_in_4bit": False}
+OPTIONAL_KEYS = {"checkpoints", *OPTIONAL_DEFAULTS}
 CHOICES = {
     "persona_mode": ("stacked", "merged"),
     "precision": ("bf16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
     "wandb": ("disabled", "offline", "online"),
+    "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"),
 }
 
 
@@ -50,6 +52,9 @@ class Recipe:
     device: str
     logging_steps: int
     wandb: str
+    attn_implementation: str
+    padding_free: bool
+    load_in_4bit: bool
 
 
 def _field(name: str) -> str:
@@ -126,8 +131,15 @@ def parse_recipe(recipe: dict) -> Recipe:
         gradient_checkpointing=_bool(recipe["gradient_checkpointing"], "gradient_checkpointing"),
         device=_choice(recipe["device"], "device"),
         logging_steps=_int(recipe["logging_steps"], "logging_steps", 1),
-        wandb=_choice(recipe.get("wandb", "disabled"), "wandb"),
+        wandb=_choice(_opt(recipe, "wandb"), "wandb"),
+        attn_implementation=_choice(_opt(recipe, "attn_implementation"), "attn_implementation"),
+        padding_free=_bool(_opt(recipe, "padding_free"), "padding_free"),
+        load_in_4bit=_bool(_opt(recipe, "load_in_4bit"), "load_in_4bit"),
     )
+
+
+def _opt(recipe: dict, name: str):
+    return recipe.get(name, OPTIONAL_DEFAULTS[name])
 
 
 def lora_config(recipe: Recipe):
@@ -147,8 +159,24 @@ def use_cpu(recipe: Recipe) -> bool:
     return recipe.device == "cpu" or not torch.cuda.is_available()
 
 
+def report_to(recipe: Recipe) -> str:
+    if recipe.wandb == "disabled":
+        return "none"
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise user_error(SOURCE, "training.wandb", f"{recipe.wandb!r} needs the wandb package, which is not installed",
+                         "install wandb in the training environment or set wandb: disabled")
+    return "wandb"
+
+
 def sft_config(recipe: Recipe, *, output_dir: str, max_steps: int, seed: int):
-    """TRL ``SFTConfig`` for the recipe. Saving and evaluation are driven by the checkpoint steps, not by TRL."""
+    """TRL ``SFTConfig`` for the recipe. Saving and evaluation are driven by the checkpoint steps, not by TRL.
+
+    Datasets arrive tokenized, masked and truncated (``emflow.train_data``), so TRL neither masks nor truncates;
+    with ``padding_free`` each micro-batch is one concatenated row with ``position_ids`` restarting per example,
+    which flash-attention reads as varlen boundaries and sdpa/eager as a block-diagonal mask.
+    """
     from trl import SFTConfig
 
     try:
@@ -164,7 +192,8 @@ def sft_config(recipe: Recipe, *, output_dir: str, max_steps: int, seed: int):
             warmup_steps=recipe.warmup_steps,
             weight_decay=recipe.weight_decay,
             optim=recipe.optimizer,
-            max_length=recipe.max_length,
+            max_length=None if recipe.padding_free else recipe.max_length,
+            padding_free=recipe.padding_free,
             bf16=recipe.precision == "bf16",
             activation_checkpointing=recipe.gradient_checkpointing,  # new name of gradient_checkpointing
             use_cpu=use_cpu(recipe),
@@ -172,8 +201,8 @@ def sft_config(recipe: Recipe, *, output_dir: str, max_steps: int, seed: int):
             save_strategy="no",
             eval_strategy="no",
             save_total_limit=1,
-            assistant_only_loss=True,
-            report_to="none" if recipe.wandb == "disabled" else "wandb",
+            assistant_only_loss=False,  # labels are already masked to assistant tokens
+            report_to=report_to(recipe),
             seed=seed,
             data_seed=seed,
             dataloader_num_workers=0,

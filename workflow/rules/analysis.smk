@@ -7,6 +7,24 @@ FIGURE_NAMES = ["em_trajectory", "coherence_trajectory", "loss_curves", "aligned
                 "domain_by_size"]
 TABLES = [f"{R}/tables/{n}.csv" for n in TABLE_NAMES]
 FIGURES = [f"{R}/figures/{n}.{ext}" for n in FIGURE_NAMES for ext in ("png", "pdf")]
+# What `snakemake --report` shows (captions in workflow/report/): every figure's PNG and the main tables.
+REPORT_TABLES = ["hypotheses", "em_by_cell", "em", "per_question", "training", "lora_norms", "definitions"]
+
+
+def for_report(paths, category):
+    """Mark figure PNGs and the REPORT_TABLES for Snakemake's report, each with its caption file."""
+    out = []
+    for path in paths:
+        name, ext = Path(path).stem, Path(path).suffix
+        if ext == ".png":
+            out.append(report(path, caption=f"../report/{name}.rst", category=category))
+        elif ext == ".csv" and name in REPORT_TABLES:
+            out.append(report(path, caption=f"../report/table_{name}.rst", category=category))
+        else:
+            out.append(path)
+    return out
+
+
 A = C["analysis"]
 PRIMARY = A.get("primary_definition", next(iter(A["definitions"])))
 
@@ -16,7 +34,7 @@ rule aggregate:
         judgments=all_judgments(),
         runs=all_run_dirs(),
     output:
-        TABLES,
+        for_report(TABLES, "Tables"),
     log:
         f"{LOGS}/analysis/aggregate.log",
     params:
@@ -34,13 +52,14 @@ rule figures:
         tables=TABLES,
         judgments=all_judgments(),
     output:
-        FIGURES,
+        for_report(FIGURES, "Figures"),
     log:
         f"{LOGS}/analysis/figures.log",
     params:
         tables=f"{R}/tables",
         out=f"{R}/figures",
-        fig=json.dumps({"definition": PRIMARY, **A.get("figures", {})}),
+        # models: their hub ids, from which the size figure parses parameter counts (unless figures.model_sizes).
+        fig=json.dumps({"definition": PRIMARY, "models": C["models"], **A.get("figures", {})}),
     conda:
         ENV
     shell:
@@ -54,7 +73,7 @@ rule report:
         figures=FIGURES,
         judgments=all_judgments(),
     output:
-        f"{R}/report.html",
+        report(f"{R}/report.html", caption="../report/summary.rst", category="Summary"),
     log:
         f"{LOGS}/analysis/report.log",
     params:

@@ -1,4 +1,5 @@
 # The workflow's Python: validate the config first, then small input functions and the target builder.
+import hashlib
 import json
 import re
 import sys
@@ -74,7 +75,10 @@ def dataset_local_source(dataset):
     if "url" in spec:
         return "download", f"{RES}/downloads/datasets/{dataset}.jsonl"
     if re.match(r"^https?://", spec["archive"]):
-        return "download", f"{RES}/downloads/archives/{dataset}.zip.enc"
+        # keyed by URL, so datasets that are members of one archive share a single download
+        url = spec["archive"]
+        key = hashlib.sha256(url.encode()).hexdigest()[:12]
+        return "download", f"{RES}/downloads/archives/{key}-{Path(url.split('?')[0]).name}"
     return "archive", spec["archive"]
 
 

@@ -2,8 +2,17 @@
 # judge's logprobs over 0-100. API keys come from the environment variable named in config, never from here.
 
 
+# An API judge needs the internet, which a cluster's compute nodes usually lack: with run_on login (the default)
+# it is a local rule and runs beside snakemake on the login node; a local hf judge is always a (GPU) job.
+if C["judge"]["backend"] != "hf" and C["judge"].get("run_on", "login") == "login":
+
+    localrules:
+        judge,
+
+
 def judge_params():
-    j = dict(C["judge"])
+    # Prices and placement do not change a score: kept out, so editing them reruns nothing.
+    j = {k: v for k, v in C["judge"].items() if k not in ("prices", "run_on")}
     if j["backend"] == "hf":
         j["model"] = asset(j["model"]).path
     return json.dumps(j)

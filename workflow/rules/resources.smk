@@ -24,21 +24,26 @@ if "demo" in C:
         demo_assets,
 
 
-if C["judge"]["backend"] != "hf":
-
-    localrules:
-        judge,
+def hub_assets():
+    """Every hub asset the experiment loads: models and personas of its runs, and an hf judge."""
+    specs = [C["models"][r.base] for r in EXP.runs] + [C["personas"][r.persona] for r in EXP.runs]
+    specs += [C["judge"]["model"]] if C["judge"]["backend"] == "hf" else []
+    return [asset(s) for s in specs if s and asset(s).is_hub]
 
 
 def hub_snapshots():
-    specs = [C["models"][r.base] for r in EXP.runs] + [C["personas"][r.persona] for r in EXP.runs]
-    specs += [C["judge"]["model"]] if C["judge"]["backend"] == "hf" else []
-    return sorted({asset(s).snapshot_dir for s in specs if s and asset(s).is_hub})
+    return sorted({a.snapshot_dir for a in hub_assets()})
+
+
+def snapshot_requires(w, output):
+    """Subfolders of this snapshot the config loads (personas of a multi-persona repo): the fetch checks them."""
+    subs = sorted({a.subfolder for a in hub_assets() if a.snapshot_dir == output[0] and a.subfolder})
+    return " ".join(f"--require {s}" for s in subs)
 
 
 def url_downloads():
     used = {r.dataset for r in EXP.runs}
-    files = [dataset_local_source(d)[1] for d in sorted(used) if dataset_local_source(d)[0] == "download"]
+    files = sorted({dataset_local_source(d)[1] for d in used if dataset_local_source(d)[0] == "download"})
     q = questions_file()
     return files + ([q] if q != C["questions"]["file"] else [])
 
@@ -47,9 +52,11 @@ def url_of(path):
     """The URL and pinned sha256 behind a download path (datasets, archives, the question file)."""
     if path == questions_file():
         return C["questions"]["file"], C["questions"].get("sha256")
-    name = Path(path).name.split(".")[0]
-    spec = C["datasets"][name]
-    return (spec["url"], spec.get("sha256")) if "url" in spec else (spec["archive"], spec.get("archive_sha256"))
+    for name, spec in C["datasets"].items():
+        kind, local = dataset_local_source(name)
+        if kind == "download" and local == path:
+            return (spec["url"], spec.get("sha256")) if "url" in spec else (spec["archive"], spec.get("archive_sha256"))
+    raise WorkflowError(f"no configured URL downloads to {path}")
 
 
 rule fetch:
@@ -67,11 +74,13 @@ rule fetch_hf:
         owner=r"[^/]+",
         name=r"[^/]+",
         revision=r"[^/]+",
+    params:
+        require=snapshot_requires,
     conda:
         ENV
     shell:
         "{EMFLOW} fetch-hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
-        " --out {output} > {log} 2>&1"
+        " {params.require} --out {output} > {log} 2>&1"
 
 
 rule fetch_url:

@@ -22,6 +22,9 @@ rule train:
     params:
         base=lambda w: model_asset(w).path,
         persona=persona_arg,
+        # The config's specs (hf:OWNER/NAME@REVISION) are recorded in every checkpoint.
+        base_spec=lambda w: C["models"][w.base],
+        persona_spec=lambda w: C["personas"][w.persona] or "none",
         recipe=json.dumps(C["training"]),
         steps=lambda w: ",".join(map(str, EXP.steps(w.dataset))),
         # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
@@ -31,4 +34,5 @@ rule train:
     shell:
         "{EMFLOW} train --base {params.base} --persona {params.persona} --train {input.train}"
         " --eval {input.eval} --out-dir {output} --state-dir {params.state} --recipe {params.recipe:q}"
-        " --steps {params.steps} --seed {wildcards.seed} > {log} 2>&1"
+        " --steps {params.steps} --seed {wildcards.seed} --base-spec {params.base_spec:q}"
+        " --persona-spec {params.persona_spec:q} > {log} 2>&1"
