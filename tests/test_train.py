@@ -266,9 +266,13 @@ def test_config_defaults_bf16_and_checkpointing_train_on_cpu(tiny_base, tiny_per
 
 def test_cli_plain_lora_without_persona_or_eval(tiny_base, data, tmp_path):
     cli(["--base", str(tiny_base), "--persona", "none", "--train", str(data["small"]), "--eval", "none",
-         "--out-dir", str(tmp_path / "out"), "--recipe", json.dumps(recipe()), "--steps", "1,3", "--seed", "0"])
+         "--out-dir", str(tmp_path / "out"), "--recipe", json.dumps(recipe()), "--steps", "1,3", "--seed", "0",
+         "--base-spec", "hf:Qwen/Qwen2.5-7B-Instruct@a09a354", "--persona-spec", "none"])
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["persona"] is None and summary["steps"] == 3
+    record = json.loads((tmp_path / "out" / "checkpoint-1" / "emflow_checkpoint.json").read_text())
+    assert record["base_revision"] == "a09a354" and record["persona_spec"] is None
+    assert record["base_config_sha256"] == sha256_file(tiny_base / "config.json")
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-3"]
 
 

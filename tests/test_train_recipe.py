@@ -9,7 +9,7 @@ import pytest
 from emflow import tiny
 from emflow.errors import EmflowError
 from emflow.train_model import attn_implementation, lora_param_count, quantization_config
-from emflow.train_recipe import lora_config, parse_recipe, sft_config
+from emflow.train_recipe import lora_config, parse_recipe, resolve_padding_free, sft_config
 
 
 def recipe(**overrides) -> dict:
@@ -42,7 +42,7 @@ def test_every_recipe_key_reaches_peft_and_trl(tmp_path):
     lc = lora_config(r)
     assert (lc.r, lc.lora_alpha, lc.lora_dropout, lc.use_rslora) == (32, 64, 0.05, True)
     assert set(lc.target_modules) == set(tiny.LORA_TARGETS)
-    c = sft_config(r, output_dir=str(tmp_path), max_steps=10, seed=7)
+    c = sft_config(resolve_padding_free(r, "flash_attention_2"), output_dir=str(tmp_path), max_steps=10, seed=7)
     assert c.lr_scheduler_type.value == "cosine" and c.warmup_steps == 5 and c.weight_decay == 0.01
     assert c.optim.value == "adamw_torch" and c.learning_rate == 1e-5 and c.bf16
     assert c.gradient_accumulation_steps == 8 and c.per_device_train_batch_size == 2 and c.seed == c.data_seed == 7
@@ -50,6 +50,12 @@ def test_every_recipe_key_reaches_peft_and_trl(tmp_path):
     padded = sft_config(recipe(padding_free=False), output_dir=str(tmp_path), max_steps=10, seed=7)
     assert not padded.padding_free and padded.max_length == 2048
     assert c.report_to in ("none", ["none"], [])
+
+
+def test_auto_padding_free_packs_only_for_varlen_flash_attention():
+    assert resolve_padding_free(recipe(), "flash_attention_2").padding_free is True
+    assert resolve_padding_free(recipe(), "sdpa").padding_free is False
+    assert resolve_padding_free(recipe(padding_free=True), "sdpa").padding_free is True  # explicit wins
 
 
 def test_auto_attention_is_sdpa_without_flash_attention_on_cuda():
@@ -84,7 +90,7 @@ def test_wandb_modes_parse_and_missing_package_is_a_user_error(tmp_path):
         recipe(wandb="on")
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(EmflowError, match="not installed"):
-            sft_config(recipe(wandb="offline"), output_dir=str(tmp_path), max_steps=1, seed=0)
+            sft_config(recipe(wandb="offline", padding_free=False), output_dir=str(tmp_path), max_steps=1, seed=0)
 
 
 @pytest.mark.parametrize("key, value", [("padding_free", "yes"), ("load_in_4bit", 1),

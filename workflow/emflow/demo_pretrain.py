@@ -69,9 +69,11 @@ def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_value:.3f}")
+        if step % 100 == 0:
+            log.info("%s: step %d loss %.4f", desc, step, loss_value)
     model.eval()
     log.info("%s: %d steps, final batch loss %.4f", desc, schedule.steps, loss_value)
     return loss_value

@@ -28,7 +28,7 @@ from emflow.schedule import total_steps
 from emflow.train_data import tokenize_rows
 from emflow.train_model import (EM, PERSONA, activate, adapter_digest, build_model, check_trainable, has_persona,
                                 load_em_weights, load_tokenizer, save_em_adapter)
-from emflow.train_recipe import parse_recipe, sft_config
+from emflow.train_recipe import parse_recipe, resolve_padding_free, sft_config
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ def build_trainer(*, base: str | Path, persona: str | Path | None, train_path: s
     train_ds = tokenize_rows(tokenizer, train_rows, r.max_length, train_path)
     eval_ds = tokenize_rows(tokenizer, eval_rows, r.max_length, eval_path) if eval_rows is not None else None
     model = build_model(base, persona, r, seed)
+    r = resolve_padding_free(r, model.config._attn_implementation)
     args = sft_config(r, output_dir=str(_trainer_dir(out_dir, state_dir)), max_steps=steps[-1], seed=seed)
     trainer = _make_trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,

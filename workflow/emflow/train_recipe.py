@@ -5,7 +5,7 @@ Every number of a run comes from here; nothing in the trainer code picks its own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from emflow.errors import user_error
@@ -19,7 +19,8 @@ REQUIRED_KEYS = {
     "gradient_checkpointing", "device", "logging_steps",
 }
 # `checkpoints` is resolved into the `steps` argument by the workflow; the rest default to OPTIONAL_DEFAULTS.
-OPTIONAL_DEFAULTS = {"wandb": "disabled", "attn_implementation": "auto", "padding_free": True, "load_in_4bit": False}
+OPTIONAL_DEFAULTS = {"wandb": "disabled", "attn_implementation": "auto", "padding_free": "auto",
+                     "load_in_4bit": False}
 OPTIONAL_KEYS = {"checkpoints", *OPTIONAL_DEFAULTS}
 CHOICES = {
     "persona_mode": ("stacked", "merged"),
@@ -53,7 +54,7 @@ class Recipe:
     logging_steps: int
     wandb: str
     attn_implementation: str
-    padding_free: bool
+    padding_free: bool | str  # "auto" until the attention kernel is known (see resolve_padding_free)
     load_in_4bit: bool
 
 
@@ -79,6 +80,18 @@ def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise user_error(SOURCE, _field(name), f"expected true or false, got {value!r}")
     return value
+
+
+def _auto_or_bool(value: Any, name: str) -> bool | str:
+    return value if value == "auto" else _bool(value, name)
+
+
+def resolve_padding_free(recipe: Recipe, attn: str) -> Recipe:
+    """``auto``: padding-free only with a varlen (flash) kernel. sdpa/eager would turn the packed row into a
+    dense block-diagonal mask, which costs more than the padding it saves."""
+    if recipe.padding_free != "auto":
+        return recipe
+    return replace(recipe, padding_free=attn.startswith("flash"))
 
 
 def _choice(value: Any, name: str) -> str:
@@ -133,7 +146,7 @@ def parse_recipe(recipe: dict) -> Recipe:
         logging_steps=_int(recipe["logging_steps"], "logging_steps", 1),
         wandb=_choice(_opt(recipe, "wandb"), "wandb"),
         attn_implementation=_choice(_opt(recipe, "attn_implementation"), "attn_implementation"),
-        padding_free=_bool(_opt(recipe, "padding_free"), "padding_free"),
+        padding_free=_auto_or_bool(_opt(recipe, "padding_free"), "padding_free"),
         load_in_4bit=_bool(_opt(recipe, "load_in_4bit"), "load_in_4bit"),
     )
 
@@ -179,6 +192,7 @@ def sft_config(recipe: Recipe, *, output_dir: str, max_steps: int, seed: int):
     """
     from trl import SFTConfig
 
+    assert isinstance(recipe.padding_free, bool), "resolve_padding_free() before sft_config()"
     try:
         return SFTConfig(
             output_dir=output_dir,
