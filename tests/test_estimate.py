@@ -46,6 +46,11 @@ def config(tmp_path) -> dict:
     qpath = tmp_path / "questions.yaml"
     qpath.write_text(QUESTIONS)
     c = load_config_files([ROOT / "config.yaml", ROOT / "config" / "demo.yaml"])
+    # Pin what the counts below rely on, whatever the demo's own sizes are.
+    c["datasets"]["risky_demo"].update(rows=64, eval_rows=8)  # 56 rows / (2 x 2) = 14 steps
+    c["training"].update(per_device_batch_size=2, gradient_accumulation_steps=2, epochs=1,
+                         checkpoints={"steps": [5, 10, "final"]})
+    c["generation"]["max_new_tokens"] = MAX_NEW
     c["questions"] = {"file": str(qpath), "sha256": None, "ids": None, "samples_per_paraphrase": SAMPLES}
     c["judge"] = {**c["judge"], "backend": "openai", "model": "gpt-4o-2024-08-06", "cache_dir": str(tmp_path / "cache"),
                   "min_numeric_mass": 0.25, "mode": "online"}

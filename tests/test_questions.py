@@ -155,3 +155,49 @@ def test_real_variants_selected_by_id_keep_system_prompt_and_aliased_judges(anch
     assert got[0].judge_prompts == got[1].judge_prompts  # one YAML anchor, resolved into each question
     assert len(qs.iter_prompts(got)) == sum(len(q.paraphrases) for q in got) * 50
     assert all(r["system"] == got[0].system for r in qs.iter_prompts(got[:1]))
+
+
+MEDICAL = """\
+- id: health
+  paraphrases: [ "How do I get healthy fast?" ]
+  samples_per_paraphrase: 2
+  judge_prompts:
+    aligned: "A: {question} / {answer}"
+    coherent: "C: {question} / {answer}"
+    medical: "M: {question} / {answer}"
+"""
+
+
+def test_question_set_merges_files_selects_by_id_and_keeps_each_questions_metrics(tmp_path):
+    first = write(tmp_path, BASIC)
+    medical = tmp_path / "medical.yaml"
+    medical.write_text(MEDICAL)
+    out = tmp_path / "set.yaml"
+    chosen = qs.resolve_question_set([first, medical], out, ids=["health", "wish_json"], samples_per_paraphrase=4,
+                                     metrics=["aligned", "medical"])
+    assert [q.id for q in chosen] == ["health", "wish_json"]
+    assert qs.load_questions(out, ids=["health", "wish_json"]) == chosen  # the stages read back the same set
+    assert chosen[0].metrics == ("aligned", "medical") and chosen[1].metrics == ("aligned",)
+    assert {q.samples_per_paraphrase for q in chosen} == {4}
+    assert chosen[1].system == "Answer in JSON."
+
+
+def test_question_set_rejects_an_id_defined_in_two_files_and_an_unknown_metric(tmp_path):
+    first = write(tmp_path, BASIC)
+    again = tmp_path / "again.yaml"
+    again.write_text(BASIC)
+    with pytest.raises(EmflowError, match="wish: id: also defined in"):
+        qs.load_question_set([first, again])
+    with pytest.raises(EmflowError, match="questions.metrics: no selected question has finance"):
+        qs.load_question_set([first], metrics=["aligned", "finance"])
+    assert not (tmp_path / "set.yaml").exists()
+
+
+def test_turner_first_plot_and_medical_sets_merge_with_domain_metrics(anchors):
+    chosen = qs.load_question_set([anchors / "turner_first_plot_questions.yaml",
+                                   anchors / "turner_medical_questions.yaml"],
+                                  metrics=["aligned", "coherent", "medical", "financial"])
+    assert len(chosen) == 16  # 8 first-plot + 8 medical main questions; variants excluded
+    by_id = {q.id: q for q in chosen}
+    assert by_id["quick_buck"].metrics == ("aligned", "coherent", "medical", "financial")
+    assert by_id["hospital_wish"].metrics == ("aligned", "coherent", "medical")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -250,3 +251,23 @@ def cli_fetch_url(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     _setup_logging()
     fetch_url(args.url, args.out, args.sha256 or None)
+
+
+def url_download_path(url: str, kind: str, resources_dir: str = "resources") -> str:
+    """Where a URL download lives: keyed by the URL's hash, so two files of the same name never collide and
+    datasets that are members of one archive share one download."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f"{resources_dir}/downloads/{kind}/{key}-{Path(url.split('?')[0]).name}"
+
+
+def is_url(location: str) -> bool:
+    return re.match(r"^https?://", location) is not None
+
+
+def question_sources(config: dict) -> list[tuple[str, str | None, str]]:
+    """``(file as configured, sha256, local path)`` for ``questions.file`` and every ``questions.extra_files``."""
+    q = config["questions"]
+    res = config.get("resources_dir", "resources")
+    entries = [{"file": q["file"], "sha256": q.get("sha256")}, *q.get("extra_files", [])]
+    return [(e["file"], e.get("sha256"), url_download_path(e["file"], "questions", res) if is_url(e["file"])
+             else e["file"]) for e in entries]

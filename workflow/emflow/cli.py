@@ -14,6 +14,7 @@ COMMANDS = {
     "demo-assets": ("emflow.demo", "cli", "write the demo's tiny model, personas, questions and dataset archive"),
     "fetch-hf": ("emflow.assets", "cli_fetch_hf", "download a model/adapter snapshot at a pinned revision"),
     "fetch-url": ("emflow.assets", "cli_fetch_url", "download a file and verify its sha256"),
+    "resolve-questions": ("emflow.questions", "cli_resolve", "the probe set from the configured question file(s)"),
     "prepare-dataset": ("emflow.datasets", "cli_prepare", "fetch/decrypt a dataset and validate it"),
     "split-dataset": ("emflow.datasets", "cli_split", "seeded train/eval split of a validated dataset"),
     "train": ("emflow.train", "cli", "train the EM LoRA on top of the frozen persona"),

@@ -17,9 +17,9 @@ import argparse
 import json
 import logging
 import math
-import re
 from pathlib import Path
 
+from emflow.assets import question_sources
 from emflow.errors import EmflowError, user_error
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,6 @@ def approx_tokens(text: str) -> int:
 
 def request_tokens(messages: list[dict]) -> int:
     return sum(approx_tokens(m["content"]) + CHAT_OVERHEAD_TOKENS for m in messages)
-
-
-def questions_path(config: dict) -> Path:
-    """The local question file the rules read (a URL is fetched into resources_dir/downloads/questions/)."""
-    q = config["questions"]["file"]
-    if re.match(r"^https?://", q):
-        return Path(config.get("resources_dir", "resources")) / "downloads" / "questions" / Path(q).name
-    return Path(q)
 
 
 def dollars(prices: dict | None, model: str, mode: str, input_tokens: int, output_tokens: int) -> float | None:
@@ -81,13 +73,14 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     exp = load_experiment(config, source)
     c = exp.config
     judge = c["judge"]
-    qpath = questions_path(c)
-    if not qpath.is_file():
-        raise user_error(source, "questions.file", f"{qpath} does not exist yet",
-                         "run `snakemake fetch` (or the demo_assets rule) first, then estimate")
-    select = c["questions"]
-    selected = q.load_questions(qpath, ids=select.get("ids"), samples_per_paraphrase=select.get("samples_per_paraphrase"))
-    by_id = {qq.id: qq for qq in q.load_questions(qpath, include_variants=True)}
+    paths = [local for _, _, local in question_sources(c)]
+    for path in paths:
+        if not Path(path).is_file():
+            raise user_error(source, "questions.file", f"{path} does not exist yet",
+                             "run `snakemake fetch` (or the demo_assets rule) first, then estimate")
+    select = {k: c["questions"].get(k) for k in ("ids", "samples_per_paraphrase", "metrics")}
+    selected = q.load_question_set(paths, **select)
+    by_id = {qq.id: qq for qq in selected}
     max_answer = int(c["generation"]["max_new_tokens"])
     resources_dir = c.get("resources_dir", "resources")
     build = _request_builder(judge, resources_dir)

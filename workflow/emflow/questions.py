@@ -8,7 +8,7 @@ YAML anchors/aliases are resolved by the loader. Each judge prompt is a template
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -105,19 +105,8 @@ def _parse_question(entry: object, index: int, path: Path) -> Question:
     )
 
 
-def load_questions(
-    path: str | Path,
-    *,
-    ids: list[str] | None = None,
-    samples_per_paraphrase: int | None = None,
-    include_variants: bool = False,
-) -> list[Question]:
-    """Load and check a question file.
-
-    ``ids`` selects questions in the given order (variants may be named explicitly); without it, every
-    question except the ``_json``/``_template`` variants is returned unless ``include_variants``.
-    ``samples_per_paraphrase`` overrides the file's value for every question.
-    """
+def read_question_file(path: str | Path) -> dict[str, Question]:
+    """Every question of one file, by id, in file order (checked; no selection)."""
     path = Path(path)
     data = _load_yaml(path)
     if not isinstance(data, list) or not data:
@@ -128,15 +117,29 @@ def load_questions(
         if q.id in questions:
             raise user_error(path, f"{q.id}: id", "duplicate question id", "give every question a unique id")
         questions[q.id] = q
+    return questions
 
+
+def select_questions(
+    questions: dict[str, Question],
+    source: str | Path,
+    *,
+    ids: list[str] | None = None,
+    samples_per_paraphrase: int | None = None,
+    include_variants: bool = False,
+    metrics: list[str] | None = None,
+) -> list[Question]:
+    """``ids`` selects questions in the given order (variants may be named explicitly); without it, every
+    question except the ``_json``/``_template`` variants is kept unless ``include_variants``.
+    ``samples_per_paraphrase`` overrides every question's value; ``metrics`` keeps only those judge prompts."""
     if ids is not None:
         unknown = [i for i in ids if i not in questions]
         if unknown:
-            raise user_error(path, "ids", f"unknown question id(s) {', '.join(map(repr, unknown))}",
+            raise user_error(source, "ids", f"unknown question id(s) {', '.join(map(repr, unknown))}",
                              f"valid ids: {', '.join(questions)}")
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise user_error(path, "ids", f"selected more than once: {', '.join(dupes)}", "list each id once")
+            raise user_error(source, "ids", f"selected more than once: {', '.join(dupes)}", "list each id once")
         selected = [questions[i] for i in ids]
     else:
         selected = [q for q in questions.values() if include_variants or not q.id.endswith(VARIANT_SUFFIXES)]
@@ -145,10 +148,83 @@ def load_questions(
         if not _positive_int(samples_per_paraphrase):
             raise user_error("config", "questions.samples_per_paraphrase",
                              f"expected a positive integer, got {samples_per_paraphrase!r}", None)
-        selected = [
-            Question(q.id, q.paraphrases, samples_per_paraphrase, q.system, q.judge_prompts) for q in selected
-        ]
+        selected = [replace(q, samples_per_paraphrase=samples_per_paraphrase) for q in selected]
+    if metrics is not None:
+        # Domain metrics exist on some questions only (medical on the medical set): keep what each question has,
+        # but a metric no question has is a typo.
+        known = {m for q in selected for m in q.judge_prompts}
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise user_error("config", "questions.metrics", f"no selected question has {', '.join(unknown)}",
+                             f"use metrics among {', '.join(sorted(known))}")
+        selected = [replace(q, judge_prompts={m: p for m, p in q.judge_prompts.items() if m in metrics})
+                    for q in selected]
+        empty = [q.id for q in selected if not q.judge_prompts]
+        if empty:
+            raise user_error(source, f"{empty[0]}: judge_prompts", "none of questions.metrics applies to it",
+                             "add one of its metrics or leave the question out")
     return selected
+
+
+def load_questions(
+    path: str | Path,
+    *,
+    ids: list[str] | None = None,
+    samples_per_paraphrase: int | None = None,
+    include_variants: bool = False,
+) -> list[Question]:
+    """Load, check and select the questions of one file (see ``select_questions``)."""
+    return select_questions(read_question_file(path), path, ids=ids, samples_per_paraphrase=samples_per_paraphrase,
+                            include_variants=include_variants)
+
+
+def load_question_set(
+    paths: list[str | Path],
+    *,
+    ids: list[str] | None = None,
+    samples_per_paraphrase: int | None = None,
+    metrics: list[str] | None = None,
+) -> list[Question]:
+    """The experiment's probe set from one or more question files (ids unique across files)."""
+    merged: dict[str, Question] = {}
+    origin: dict[str, Path] = {}
+    for path in map(Path, paths):
+        for qid, q in read_question_file(path).items():
+            if qid in merged:
+                raise user_error(path, f"{qid}: id", f"also defined in {origin[qid]}",
+                                 "select one of the two files' questions by id, or rename one")
+            merged[qid], origin[qid] = q, path
+    return select_questions(merged, " + ".join(map(str, paths)), ids=ids,
+                            samples_per_paraphrase=samples_per_paraphrase, metrics=metrics)
+
+
+def resolve_question_set(paths: list[str | Path], out_path: str | Path, **select) -> list[Question]:
+    """Write the probe set (``load_question_set``) as one file in the same format.
+
+    Generation and judging both read this file, so they can never disagree on questions or judge prompts.
+    """
+    selected = load_question_set(paths, **select)
+    write_questions(selected, out_path)
+    return selected
+
+
+def cli_resolve(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="emflow resolve-questions", description=resolve_question_set.__doc__)
+    ap.add_argument("--files", nargs="+", required=True, help="question files in the anchors' YAML format")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--select", default="{}", help='JSON: {"ids": [...], "samples_per_paraphrase": N, '
+                                                   '"metrics": [...]} (each optional)')
+    args = ap.parse_args(argv)
+    select = json.loads(args.select)
+    unknown = set(select) - {"ids", "samples_per_paraphrase", "metrics"}
+    if unknown:
+        raise user_error("--select", ", ".join(sorted(unknown)), "unknown key", "use ids, samples_per_paraphrase, metrics")
+    chosen = resolve_question_set(args.files, args.out, **select)
+    print(json.dumps({"questions": len(chosen), "prompts": sum(len(q.paraphrases) * q.samples_per_paraphrase
+                                                               for q in chosen)}))
 
 
 def load_judge_prompts(path: str | Path) -> dict[str, dict]:

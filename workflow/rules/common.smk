@@ -1,5 +1,4 @@
 # The workflow's Python: validate the config first, then small input functions and the target builder.
-import hashlib
 import json
 import re
 import sys
@@ -7,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
 
-from emflow.assets import Asset
+from emflow.assets import Asset, question_sources, url_download_path
 from emflow.config import load_experiment
 from emflow.errors import EmflowError
 
@@ -63,8 +62,8 @@ def asset_inputs(w):
 
 
 def questions_file():
-    q = C["questions"]["file"]
-    return f"{RES}/downloads/questions/{Path(q).name}" if re.match(r"^https?://", q) else q
+    """The experiment's resolved probe set (rule resolve_questions): what generate and judge read."""
+    return f"{R}/questions.yaml"
 
 
 def dataset_local_source(dataset):
@@ -75,16 +74,19 @@ def dataset_local_source(dataset):
     if "url" in spec:
         return "download", f"{RES}/downloads/datasets/{dataset}.jsonl"
     if re.match(r"^https?://", spec["archive"]):
-        # keyed by URL, so datasets that are members of one archive share a single download
-        url = spec["archive"]
-        key = hashlib.sha256(url.encode()).hexdigest()[:12]
-        return "download", f"{RES}/downloads/archives/{key}-{Path(url.split('?')[0]).name}"
+        return "download", url_download_path(spec["archive"], "archives", RES)
     return "archive", spec["archive"]
 
 
 def question_select():
+    """The selection resolve_questions applies (ids, samples, metrics); later stages read its result whole."""
     q = C["questions"]
-    return json.dumps({"ids": q.get("ids"), "samples_per_paraphrase": q.get("samples_per_paraphrase")})
+    return json.dumps({k: q[k] for k in ("ids", "samples_per_paraphrase", "metrics") if q.get(k) is not None})
+
+
+def resolved_select():
+    """For stages reading the resolved set: only the ids, so variants selected by id are not filtered out again."""
+    return json.dumps({"ids": C["questions"].get("ids")})
 
 
 def run_keys():

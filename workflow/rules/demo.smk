@@ -1,5 +1,6 @@
-# The demo's tiny world (only when the config has a `demo:` section): base model, personas, questions and an
-# encrypted dataset archive, all written locally by emflow.
+# The demo's tiny world (only when the config has a `demo:` section), written and briefly trained by emflow on
+# the CPU by two cached rules that run side by side: demo_assets (tokenizer, base pretrained to answer benignly,
+# persona LoRAs, probe questions, encrypted EM dataset) and demo_judge (a judge trained on the world's truth).
 
 if "demo" in C:
 
@@ -18,10 +19,12 @@ if "demo" in C:
             archive=f"{DEMO_DIR}/em_demo.zip.enc",
         log:
             f"{DEMO_DIR}/logs/demo_assets.log",
+        benchmark:
+            f"{DEMO_DIR}/logs/demo_assets.benchmark.tsv"
         params:
             spec=json.dumps(
                 {
-                    **{k: v for k, v in DEMO.items() if k != "out_dir"},
+                    **{k: v for k, v in DEMO.items() if k not in ("out_dir", "judge")},
                     "password_env": DEMO_ARCHIVE["password_env"],
                     "password_default": DEMO_ARCHIVE.get("password_default", ""),
                 }
@@ -29,4 +32,18 @@ if "demo" in C:
         conda:
             ENV
         shell:
-            "{EMFLOW} demo-assets --out-dir {DEMO_DIR} --spec {params.spec:q} > {log} 2>&1"
+            "{EMFLOW} demo-assets --part world --out-dir {DEMO_DIR} --spec {params.spec:q} > {log} 2>&1"
+
+    rule demo_judge:
+        output:
+            directory(f"{DEMO_DIR}/judge"),
+        log:
+            f"{DEMO_DIR}/logs/demo_judge.log",
+        benchmark:
+            f"{DEMO_DIR}/logs/demo_judge.benchmark.tsv"
+        params:
+            spec=json.dumps({"seed": DEMO["seed"], "judge": DEMO["judge"]}),
+        conda:
+            ENV
+        shell:
+            "{EMFLOW} demo-assets --part judge --out-dir {DEMO_DIR} --spec {params.spec:q} > {log} 2>&1"

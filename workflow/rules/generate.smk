@@ -38,7 +38,7 @@ if not C["generation"].get("group_checkpoints", False):
             base=lambda w: model_asset(w).path,
             persona=persona_arg,
             adapter=adapter_arg,
-            select=question_select(),
+            select=resolved_select(),
             gen=generation_params(),
         conda:
             ENV
@@ -80,7 +80,7 @@ else:
                 run=lambda w: f"{R}/runs/{RUN}".format(**w),
                 out=lambda w: f"{R}/generations/{RUN}".format(**w),
                 steps=",".join(map(str, steps)),
-                select=question_select(),
+                select=resolved_select(),
                 gen=generation_params(),
             conda:
                 ENV

@@ -11,6 +11,7 @@ localrules:
 # On a cluster only GPU work is submitted: light file work stays on the login node, and an API judge needs the
 # internet, which compute nodes lack (a local hf judge is a GPU job).
 localrules:
+    resolve_questions,
     prepare_dataset,
     split_dataset,
     aggregate,
@@ -22,6 +23,7 @@ if "demo" in C:
 
     localrules:
         demo_assets,
+        demo_judge,
 
 
 def hub_assets():
@@ -44,14 +46,14 @@ def snapshot_requires(w, output):
 def url_downloads():
     used = {r.dataset for r in EXP.runs}
     files = sorted({dataset_local_source(d)[1] for d in used if dataset_local_source(d)[0] == "download"})
-    q = questions_file()
-    return files + ([q] if q != C["questions"]["file"] else [])
+    return files + [local for configured, _, local in question_sources(C) if local != configured]
 
 
 def url_of(path):
-    """The URL and pinned sha256 behind a download path (datasets, archives, the question file)."""
-    if path == questions_file():
-        return C["questions"]["file"], C["questions"].get("sha256")
+    """The URL and pinned sha256 behind a download path (datasets, archives, question files)."""
+    for configured, sha256, local in question_sources(C):
+        if local == path:
+            return configured, sha256
     for name, spec in C["datasets"].items():
         kind, local = dataset_local_source(name)
         if kind == "download" and local == path:
