@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from emflow.assets import FETCH_HINT
 from emflow.errors import user_error
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,6 @@ PERSONA = "persona"
 EM = "em"
 DTYPES = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
-FETCH_HINT = "run the fetch target on a machine with internet"
 
 
 def resolve_device(device: str) -> str:
@@ -49,7 +49,8 @@ def resolve_dtype(dtype: str, device: str):
     return torch.float32
 
 
-def _require_dir(path: str | Path, marker: str, what: str) -> Path:
+def require_dir(path: str | Path, marker: str, what: str) -> Path:
+    """A local model/adapter folder, or the one-line fetch hint (jobs never reach the hub)."""
     path = Path(path)
     if not (path / marker).is_file():
         raise user_error(path, what, f"no {marker} in {path} (not fetched?)", FETCH_HINT)
@@ -74,7 +75,7 @@ def adapter_dir(path: str | Path, name: str = EM) -> Path:
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
-    path = _require_dir(path, "tokenizer_config.json", "tokenizer")
+    path = require_dir(path, "tokenizer_config.json", "tokenizer")
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     # Batched decoder-only generation needs left padding; a tokenizer without a pad token reuses eos.
     tok.padding_side = "left"
@@ -86,7 +87,7 @@ def load_tokenizer(path: str | Path):
 def load_base(path: str | Path, *, dtype: str = "auto", device: str = "auto"):
     from transformers import AutoModelForCausalLM
 
-    path = _require_dir(path, "config.json", "base model")
+    path = require_dir(path, "config.json", "base model")
     dev = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, dev), local_files_only=True)
     model.to(dev)

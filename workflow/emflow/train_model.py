@@ -14,6 +14,7 @@ from pathlib import Path
 
 from emflow.errors import user_error
 from emflow.files import atomic_dir, atomic_write_json
+from emflow.models import require_dir
 from emflow.train_recipe import SOURCE, Recipe, lora_config, use_cpu
 
 log = logging.getLogger(__name__)
@@ -22,17 +23,10 @@ PERSONA = "persona"
 EM = "em"
 
 
-def _check_dir(path: Path, what: str, marker: str) -> Path:
-    if not (path / marker).is_file():
-        raise user_error(path, what, f"no {marker} in this directory",
-                         f"point --{what} at a local {what} folder (fetch it first)")
-    return path
-
-
 def load_tokenizer(base: str | Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_check_dir(Path(base), "base", "config.json"), local_files_only=True)
+    return AutoTokenizer.from_pretrained(require_dir(Path(base), "config.json", "base"), local_files_only=True)
 
 
 def attn_implementation(recipe: Recipe, on_cuda: bool) -> str:
@@ -80,7 +74,7 @@ def build_model(base: str | Path, persona: str | Path | None, recipe: Recipe, se
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, set_seed
 
-    base = _check_dir(Path(base), "base", "config.json")
+    base = require_dir(Path(base), "config.json", "base")
     on_cuda = not use_cpu(recipe)
     dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
     stacked = persona is not None and recipe.persona_mode == "stacked"
@@ -95,7 +89,7 @@ def build_model(base: str | Path, persona: str | Path | None, recipe: Recipe, se
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     if persona is not None:
-        persona = _check_dir(Path(persona), "persona", "adapter_config.json")
+        persona = require_dir(Path(persona), "adapter_config.json", "persona")
         model = PeftModel.from_pretrained(model, persona, adapter_name=PERSONA, is_trainable=False)
         if not stacked:
             model = model.merge_and_unload().to(dtype)
