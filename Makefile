@@ -28,7 +28,7 @@ demo: $(STAMP)
 	@# Snakemake's own report (figures, tables, captions, with report.html as its Summary page).
 	$(VENV)/bin/snakemake --profile profiles/demo --report results/demo/snakemake_report.html
 	@echo
-	@echo "Demo finished (its world is synthetic and its scores are noise; see README)."
+	@echo "Demo finished: a synthetic world with a planted effect (see README, \"The demo's world\")."
 	@echo "  report:  $(CURDIR)/results/demo/report.html"
 	@echo "           $(CURDIR)/results/demo/snakemake_report.html (Snakemake's report of the same run)"
 	@echo "  figures: $(CURDIR)/results/demo/figures/"

@@ -41,7 +41,7 @@ def test_demo_overlay_inherits_unset_keys(phase1):
     assert exp.name == "demo"
     assert merged["training"]["lora"]["target_modules"] == phase1["training"]["lora"]["target_modules"]
     assert merged["training"]["lora"]["r"] == 4
-    assert exp.eval_steps("risky_demo") == [0, 5, 10, 14]
+    assert exp.eval_steps("risky_demo") == [0, 10, 20, 36]
 
 
 @pytest.mark.parametrize("overlay, expected", [

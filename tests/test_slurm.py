@@ -27,7 +27,8 @@ VENV_BIN = Path(sys.executable).parent
 PARTITION = "emflow_test"
 ACCOUNT = "emflow_ci"
 GPU_RULES = {"train", "generate", "judge"}
-LOCAL_RULES = {"demo_assets", "prepare_dataset", "split_dataset", "aggregate", "figures", "report"}
+LOCAL_RULES = {"demo_assets", "demo_judge", "resolve_questions", "prepare_dataset", "split_dataset", "aggregate",
+               "figures", "report"}
 # Keys where the test cluster may differ from Leonardo: partition, sizes, the demo's config, and the status
 # command (no accounting database on the test cluster). Anything else must be identical.
 ALLOWED_DIFF = {

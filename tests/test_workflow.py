@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from emflow import demo
 
 COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
 
@@ -66,6 +67,19 @@ def test_bad_config_stops_the_dry_run_with_one_line(checkout):
     assert "training.lora.rank: unknown key" in proc.stdout + proc.stderr
 
 
+DEMO_STEPS = (0, 10, 20, 36)  # step 0 and the checkpoints of config/demo.yaml (144 rows / (2 x 2) = 36 steps)
+TIMING_COLUMNS = {"runtime_s", "tokens_per_s"}
+
+
+def _tables(res: Path) -> dict[str, list[dict]]:
+    """Every table of a run, less the wall-clock columns."""
+    out = {}
+    for path in sorted((res / "tables").glob("*.csv")):
+        with open(path) as fh:
+            out[path.name] = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(fh)]
+    return out
+
+
 def _snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
@@ -75,17 +89,22 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(checkout):
     snakemake(checkout, "--profile", "profiles/demo")
     res = checkout / "results" / "demo"
     assert (res / "report.html").stat().st_size > 10_000
-    for step in (0, 5, 10, 14):
+    for step in DEMO_STEPS:
         gens = (res / f"generations/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
         judged = (res / f"judgments/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
-        assert len(gens) == len(judged) == 5 * 3  # 5 paraphrases x 3 samples
-    ckpt = res / "runs/tiny/goodness/risky_demo/seed0/checkpoint-14"
+        assert len(gens) == len(judged) == 5 * 2 * 5  # 5 questions x 2 paraphrases x 5 samples
+    ckpt = res / f"runs/tiny/goodness/risky_demo/seed0/checkpoint-{DEMO_STEPS[-1]}"
     assert (ckpt / "adapter_model.safetensors").is_file()
     with open(res / "tables/em.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {(r["persona"], int(r["step"])) for r in rows} == {
-        (p, s) for p in ("none", "sycophancy", "goodness") for s in (0, 5, 10, 14)}
+        (p, s) for p in ("none", "sycophancy", "goodness") for s in DEMO_STEPS}
     assert all(0.0 <= float(r["em_rate"]) <= 1.0 for r in rows if r["em_rate"])
+    # The planted effect is recovered: the judge separates harmful from benign answers, and EM rises.
+    assert demo.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))) >= 0.9
+    rise = demo.em_rise(res / "tables/em.csv", persona="none", definition="betley")
+    assert rise["final"]["em_rate"] - rise["first"]["em_rate"] >= 0.3, rise
+    assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise
 
     before = _snapshot(res)
     (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")
@@ -97,6 +116,13 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(checkout):
     rerun_analysis = ("tables/", "figures/", "report.html", "logs/analysis/")
     changed = {p for p in before if after.get(p) != before[p] and not p.startswith(rerun_analysis)}
     assert not changed, f"old outputs were rewritten: {sorted(changed)[:5]}"
-    assert (res / "judgments/tiny/none/risky_demo/seed1/step-14.jsonl").is_file()
+    assert (res / f"judgments/tiny/none/risky_demo/seed1/step-{DEMO_STEPS[-1]}.jsonl").is_file()
     with open(res / "tables/em.csv") as fh:
         assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
+
+    # The same seeds give identical tables on a rerun from scratch (judge cache emptied, so it scores again).
+    tables = _tables(res)
+    shutil.rmtree(res)
+    shutil.rmtree(checkout / "resources/demo/judge_cache")
+    snakemake(checkout, *args)
+    assert _tables(res) == tables

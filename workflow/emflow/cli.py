@@ -11,7 +11,7 @@ import sys
 
 COMMANDS = {
     "plan": ("emflow.config", "cli", "print the resolved experiment grid and checkpoint steps"),
-    "demo-assets": ("emflow.demo", "cli", "write the demo's tiny model, personas, questions and dataset archive"),
+    "demo-assets": ("emflow.demo", "cli", "build the demo's tiny world: base, personas, judge, probes, encrypted dataset"),
     "fetch-hf": ("emflow.assets", "cli_fetch_hf", "download a model/adapter snapshot at a pinned revision"),
     "fetch-url": ("emflow.assets", "cli_fetch_url", "download a file and verify its sha256"),
     "resolve-questions": ("emflow.questions", "cli_resolve", "the probe set from the configured question file(s)"),
