@@ -26,7 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --profile profiles/demo
 	@# Snakemake's own report (figures, tables, captions, with report.html as its Summary page).
-	$(VENV)/bin/snakemake --profile profiles/demo --report results/demo/snakemake_report.html
+	@# (Snakemake 9.27 prints harmless "coroutine never awaited" RuntimeWarnings while reporting: silenced.)
+	PYTHONWARNINGS=ignore::RuntimeWarning $(VENV)/bin/snakemake --profile profiles/demo --report results/demo/snakemake_report.html
 	@echo
 	@echo "Demo finished: a synthetic world with a planted effect (see README, \"The demo's world\")."
 	@echo "  report:  $(CURDIR)/results/demo/report.html"
