@@ -65,6 +65,19 @@ def test_cell_naming_an_undefined_persona_is_refused(phase1):
     assert "cells.A1.persona: 'evil' is not defined in personas" in _error(config)
 
 
+@pytest.mark.parametrize("analysis, expected", [
+    ({"primary_definition": "betly"}, "analysis.primary_definition: 'betly' is not defined"),
+    ({"hypotheses": [{"id": "H1", "cell": {"persona": "sycophancyy"}, "baseline": {"persona": "none"},
+                      "direction": "greater"}]}, "analysis.hypotheses[0] (H1).cell.persona: 'sycophancyy'"),
+    ({"hypotheses": [{"id": "H1", "cell": {"personna": "goodness"}, "baseline": {}, "direction": "less"}]},
+     "analysis.hypotheses.0.cell.personna: unknown key"),
+])
+def test_analysis_names_are_checked_before_anything_runs(phase1, analysis, expected):
+    config = copy.deepcopy(phase1)
+    config["analysis"].update(analysis)
+    assert expected in _error(config)
+
+
 def test_checkpoint_past_the_last_step_is_refused(phase1):
     config = copy.deepcopy(phase1)
     config["training"]["checkpoints"]["steps"] = [100, 400]
@@ -76,6 +89,11 @@ def test_total_steps_counts_a_last_partial_accumulation():
     assert total_steps(5400, 2, 8, 3) == 3 * 338
     assert total_steps(56, 2, 2, 1) == 14
     assert total_steps(16, 2, 8, 1) == 1
+
+
+def test_the_final_step_is_always_saved():
+    assert resolve_steps({"steps": [100, 200]}, 338, 338) == [100, 200, 338]
+    assert resolve_steps({"epoch_fractions": [[1, [0.5]]]}, 300, 100) == [50, 300]
 
 
 def test_epoch_fractions_give_four_in_epoch_one_then_one_per_epoch():

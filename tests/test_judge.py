@@ -221,7 +221,7 @@ def test_cache_entries_are_one_file_each_with_no_temporaries(server, files):
     for p in jsons:
         assert p.suffix == ".json" and p.parent.name == p.stem[:2] and len(p.stem) == 64
         entry = json.loads(p.read_text())
-        assert entry["key"] == p.stem == cache_key(entry["request"])
+        assert entry["key"] == p.stem == cache_key(entry["request"], server.base_url)
 
 
 def test_api_key_is_never_written_or_logged(server, files, caplog):
@@ -243,9 +243,12 @@ def _backend(server, tmp_path, **overrides):
 MESSAGES = [{"role": "user", "content": "Rate this: hello"}]
 
 
-def test_temperature_changes_key(server, tmp_path):
-    request = _backend(server, tmp_path).request(MESSAGES)
-    assert cache_key(request) != cache_key({**request, "temperature": 1})
+def test_base_url_changes_key(server, files):
+    # Another server may serve another model under the same name: its answers are not reused.
+    run(files, openai_params(server, files["cache"]))
+    with StubServer() as other:
+        stats = run(files, openai_params(other, files["cache"]))
+        assert stats["cached"] == 0 and len(other.requests) == N_REQUESTS
 
 
 def test_timeout_does_not_change_key(server, tmp_path):

@@ -82,7 +82,7 @@ def test_requests_file_maps_back_by_custom_id_as_the_cache_key(server, files):
     assert len(lines) == N_REQUESTS
     for line in lines:
         assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
-        assert line["custom_id"] == cache_key(line["body"])
+        assert line["custom_id"] == cache_key(line["body"], server.base_url)
         assert line["body"]["max_tokens"] == 1 and line["body"]["logprobs"] is True
     assert KEY not in json.dumps(lines)
 

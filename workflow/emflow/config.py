@@ -83,6 +83,27 @@ class Experiment:
                      for name, cell in c["cells"].items() for seed in c["seeds"]]
         for ds in {r.dataset for r in self.runs}:
             self.steps(ds)  # fail at parse time, not mid-DAG
+        self._check_analysis()
+
+    def _check_analysis(self) -> None:
+        """Names the analysis refers to must exist: a typo would otherwise surface after every run is judged."""
+        a = self.config["analysis"]
+        defs = list(a["definitions"])
+        if a.get("primary_definition", defs[0]) not in defs:
+            raise user_error(self.source, "analysis.primary_definition", f"{a['primary_definition']!r} is not defined",
+                             f"use one of: {', '.join(defs)}")
+        tables = {"base": "models", "persona": "personas", "dataset": "datasets"}
+        for i, h in enumerate(a.get("hypotheses", [])):
+            where = f"analysis.hypotheses[{i}] ({h['id']})"
+            if h.get("definition", defs[0]) not in defs:
+                raise user_error(self.source, f"{where}.definition", f"{h['definition']!r} is not defined",
+                                 f"use one of: {', '.join(defs)}")
+            for side in ("cell", "baseline"):
+                for key, value in h[side].items():
+                    for name in value if isinstance(value, list) else [value]:
+                        if key in tables and name not in self.config[tables[key]]:
+                            raise user_error(self.source, f"{where}.{side}.{key}", f"{name!r} is not in {tables[key]}",
+                                             f"use one of: {', '.join(self.config[tables[key]])}")
 
     @property
     def name(self) -> str:

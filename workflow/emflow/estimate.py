@@ -84,6 +84,7 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     max_answer = int(c["generation"]["max_new_tokens"])
     resources_dir = c.get("resources_dir", "resources")
     build = _request_builder(judge, resources_dir)
+    endpoint = judge.get("base_url") if judge["backend"] == "openai" else None
     cache = JudgeCache(judge["cache_dir"])
     root = Path(results_root) / exp.name
     mode = judge.get("mode", "online")
@@ -115,7 +116,7 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
                     messages = [{"role": "user", "content": q.render_judge_prompt(template, row["question"],
                                                                                   row["answer"])}]
                     if build is not None:
-                        key = cache_key(build(messages))
+                        key = cache_key(build(messages), endpoint)
                         if key in seen:
                             continue  # asked once for every job that needs it (the cache is shared)
                         seen.add(key)

@@ -129,13 +129,14 @@ def judge_generations(*, generations_path: str | Path, questions_path: str | Pat
     cache = JudgeCache(params["cache_dir"])
     judges = {qid: make_judges(question, backend) for qid, question in by_id.items()}
 
+    endpoint = params.get("base_url") if params["backend"] == "openai" else None
     keyed: list[list[tuple[str, str]]] = []  # per row: (metric, key)
     requests: dict[str, dict] = {}
     for row in rows:
         pairs = []
         for judge in judges[row["question_id"]]:
             request = judge.request(row["question"], row["answer"])
-            key = cache_key(request)
+            key = cache_key(request, endpoint)
             requests[key] = request
             pairs.append((judge.metric, key))
         keyed.append(pairs)

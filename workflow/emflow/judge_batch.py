@@ -172,9 +172,10 @@ def fetch_replies_batch(requests: dict[str, dict], backend: OpenAIBackend, cache
             return replies, cached
         if round_ == backend.max_retries + 1:
             break
-        batch_ids = [submit(backend, missing[i:i + max_requests], requests)
-                     for i in range(0, len(missing), max_requests)]
-        save_state(state_file, batch_ids)  # before any waiting: a kill from here on resumes these batches
+        batch_ids = []
+        for i in range(0, len(missing), max_requests):
+            batch_ids.append(submit(backend, missing[i:i + max_requests], requests))
+            save_state(state_file, batch_ids)  # each batch recorded once it exists: a kill never loses a paid one
     state_file.unlink(missing_ok=True)
     raise EmflowError(f"judge: {len(missing)} requests still unanswered after {backend.max_retries + 1} batches "
                       "(fix: rerun later or raise judge.max_retries; answers so far are cached)")

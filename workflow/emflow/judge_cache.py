@@ -20,8 +20,13 @@ from emflow.files import atomic_write_text, stable_hash
 CACHE_VERSION = 1
 
 
-def cache_key(request: dict) -> str:
-    return stable_hash({"cache_version": CACHE_VERSION, "request": request})
+def cache_key(request: dict, endpoint: str | None = None) -> str:
+    """Hash of exactly what is sent, and where: two servers may serve different models under one name.
+
+    ``endpoint`` None is the default OpenAI API (and the local hf judge, whose request names its model path).
+    """
+    sent = {"cache_version": CACHE_VERSION, "request": request}
+    return stable_hash(sent if endpoint is None else {**sent, "endpoint": endpoint.rstrip("/")})
 
 
 class JudgeCache:

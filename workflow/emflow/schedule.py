@@ -20,7 +20,8 @@ def resolve_steps(schedule: dict, steps_total: int, steps_per_epoch: int, source
     """Sorted unique checkpoint steps from ``{"steps": [100, "final"]}`` and/or
     ``{"epoch_fractions": [[1, [0.25, 0.5, 0.75, 1.0]], ...]}`` / ``{"per_epoch": true}``.
 
-    ``final`` resolves to ``steps_total``. Steps beyond the run are an error, not silently dropped.
+    ``final`` resolves to ``steps_total``, and the final step is always saved: every run trains to its end, and
+    the final EM adapter is the one the study reports. Steps beyond the run are an error, not silently dropped.
     """
     out: set[int] = set()
     for s in schedule.get("steps", []):
@@ -38,6 +39,5 @@ def resolve_steps(schedule: dict, steps_total: int, steps_per_epoch: int, source
     if schedule.get("per_epoch"):
         epochs = math.ceil(steps_total / steps_per_epoch)
         out.update(min(steps_total, e * steps_per_epoch) for e in range(1, epochs + 1))
-    if not out:
-        raise user_error(source, "training.checkpoints", "no checkpoint steps", "list steps, e.g. [100, final]")
+    out.add(steps_total)
     return sorted(out)

@@ -283,8 +283,8 @@ def train_em_lora(*, base: str | Path, persona: str | Path | None, train_path: s
         "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
         "padding_free": r.padding_free,
     }
-    shutil.rmtree(trainer_dir, ignore_errors=True)
     atomic_write_json(out_dir / "summary.json", summary)
+    shutil.rmtree(trainer_dir, ignore_errors=True)  # only now: a kill before the summary still resumes
     log.info("done: %d steps, final loss %s, %.1f s", summary["steps"], summary["final_loss"], runtime)
     return summary
 

@@ -2,12 +2,14 @@
 
 
 def prepare_spec(w):
-    """The config's dataset spec with every remote source replaced by its verified local download."""
+    """The config's dataset spec with every remote source replaced by its local download (whose sha256 the
+    fetch rule already verified); a local source keeps its pin, which prepare_dataset checks."""
     spec = dict(C["datasets"][w.dataset])
-    local = dataset_local_source(w.dataset)[1]
-    for key in ("url", "sha256", "archive_sha256"):
-        spec.pop(key, None)
-    spec["archive" if "member" in spec else "path"] = local
+    kind, local = dataset_local_source(w.dataset)
+    if kind == "download":
+        for key in ("url", "sha256", "archive_sha256"):
+            spec.pop(key, None)
+        spec["archive" if "member" in spec else "path"] = local
     return json.dumps(spec)
 
 

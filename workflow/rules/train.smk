@@ -29,10 +29,12 @@ rule train:
         steps=lambda w: ",".join(map(str, EXP.steps(w.dataset))),
         # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
         state=lambda w: f"{R}/train_state/{RUN}".format(**w),
+        # eval_rows: 0 leaves an empty eval split: train without an eval set then.
+        eval=lambda w, input: input.eval if C["datasets"][w.dataset].get("eval_rows", 0) > 0 else "none",
     conda:
         ENV
     shell:
         "{EMFLOW} train --base {params.base} --persona {params.persona} --train {input.train}"
-        " --eval {input.eval} --out-dir {output} --state-dir {params.state} --recipe {params.recipe:q}"
+        " --eval {params.eval} --out-dir {output} --state-dir {params.state} --recipe {params.recipe:q}"
         " --steps {params.steps} --seed {wildcards.seed} --base-spec {params.base_spec:q}"
         " --persona-spec {params.persona_spec:q} > {log} 2>&1"
