@@ -78,17 +78,6 @@ class Asset:
         return f"{self.snapshot_dir}/{sub}" if sub else self.snapshot_dir
 
 
-def require_local(path: str | Path, what: str) -> Path:
-    """Fail with the fetch hint when an asset a job needs is not on disk (compute nodes are offline)."""
-    p = Path(path)
-    if not p.exists():
-        raise user_error(p, what, "not found on disk", FETCH_HINT)
-    return p
-
-
-# --------------------------------------------------------------------------------------------- verification
-
-
 def _has_any(folder: Path, patterns: Iterable[str]) -> bool:
     return any(next(folder.glob(p), None) is not None for p in patterns)
 

@@ -65,8 +65,8 @@ def _theme() -> p9.theme:
     )
 
 
-def _facets(df: pd.DataFrame, rows: str = "dataset", cols: str = "base", scales: str = "fixed") -> p9.facet_grid:
-    return p9.facet_grid(rows=rows, cols=cols, labeller="label_both", scales=scales)
+def _facets(rows: str = "dataset", cols: str = "base") -> p9.facet_grid:
+    return p9.facet_grid(rows=rows, cols=cols, labeller="label_both")
 
 
 def empty_figure(title: str, reason: str) -> p9.ggplot:
@@ -195,7 +195,7 @@ def _rate_trajectory(df: pd.DataFrame, y: str, lo: str, hi: str, title: str, yla
         + p9.geom_ribbon(p9.aes(ymin=lo, ymax=hi), alpha=0.15, color="none")
         + p9.geom_line(size=0.8)
         + p9.geom_point(size=1.8)
-        + _facets(df)
+        + _facets()
         + _persona_scales(df["persona"])
         + p9.scale_y_continuous(labels=label_percent(), limits=(0, None))
         + p9.expand_limits(y=RATE_AXIS_MIN_TOP)
@@ -235,7 +235,7 @@ def loss_curves(df: pd.DataFrame) -> p9.ggplot:
         plot += p9.scale_shape_manual(values={"eval": "^"}, labels={"eval": "at checkpoints"}, name="Held-out loss")
     return (
         plot
-        + _facets(df)
+        + _facets()
         + _persona_scales(df["persona"], ("color",))
         + p9.labs(title="Training loss of the EM LoRA", x="Optimizer step", y="Loss")
         + _theme()

@@ -175,10 +175,15 @@ def cli(argv: list[str]) -> None:
     ap.add_argument("--questions", required=True, help="question YAML with judge_prompts")
     ap.add_argument("--out", required=True, help="output JSONL with scores")
     ap.add_argument("--params", required=True, help="JSON: the config's judge section")
+    ap.add_argument("--runtime", default="{}",
+                    help="JSON merged into --params: settings that change how fast, not what is scored "
+                         "(concurrency, retries, timeouts); the rule keeps them out of its tracked params")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        params = json.loads(a.params)
-    except json.JSONDecodeError as err:
-        raise user_error("command line", "--params", f"not valid JSON ({err})", "pass a JSON object in quotes") from None
+    params = {}
+    for flag, text in (("--params", a.params), ("--runtime", a.runtime)):
+        try:
+            params.update(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise user_error("command line", flag, f"not valid JSON ({err})", "pass a JSON object in quotes") from None
     judge_generations(generations_path=a.generations, questions_path=a.questions, out_path=a.out, params=params)

@@ -38,7 +38,8 @@ rule aggregate:
     log:
         f"{LOGS}/analysis/aggregate.log",
     params:
-        analysis=json.dumps(A),
+        # only what the tables depend on: figure and report settings do not rerun the aggregation
+        analysis=json.dumps({k: v for k, v in A.items() if k not in ("figures", "examples_per_cell")}),
         out=f"{R}/tables",
     conda:
         ENV

@@ -9,6 +9,9 @@ if "demo" in C:
     DEMO_ARCHIVE = next(
         (s for s in C["datasets"].values() if s.get("archive", "").startswith(DEMO_DIR)), None
     )
+    if DEMO_ARCHIVE is None:
+        raise WorkflowError(f"emflow config error: demo: no dataset archive under demo.out_dir ({DEMO_DIR}) "
+                            f"(fix: point datasets.<name>.archive at {DEMO_DIR}/em_demo.zip.enc)")
 
     rule demo_assets:
         output:

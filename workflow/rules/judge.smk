@@ -10,9 +10,15 @@ if C["judge"]["backend"] != "hf" and C["judge"].get("run_on", "login") == "login
         judge,
 
 
+# Settings that change how fast or where judging runs, never a score: passed outside the rule's params (which
+# Snakemake tracks), so tuning them reruns nothing. Prices are read by `emflow estimate` only.
+JUDGE_RUNTIME_KEYS = ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "batch_poll_s",
+                      "batch_max_requests", "batch_size")
+JUDGE_RUNTIME = json.dumps({k: v for k, v in C["judge"].items() if k in JUDGE_RUNTIME_KEYS})
+
+
 def judge_params():
-    # Prices and placement do not change a score: kept out, so editing them reruns nothing.
-    j = {k: v for k, v in C["judge"].items() if k not in ("prices", "run_on")}
+    j = {k: v for k, v in C["judge"].items() if k not in (*JUDGE_RUNTIME_KEYS, "prices", "run_on")}
     if j["backend"] == "hf":
         j["model"] = asset(j["model"]).path
     return json.dumps(j)
@@ -40,4 +46,4 @@ rule judge:
         ENV
     shell:
         "{EMFLOW} judge --generations {input.generations} --questions {input.questions}"
-        " --out {output} --params {params.judge:q} > {log} 2>&1"
+        " --out {output} --params {params.judge:q} --runtime {JUDGE_RUNTIME:q} > {log} 2>&1"
