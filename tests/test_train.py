@@ -11,24 +11,18 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from conftest import cpu_recipe
 from emflow import tiny
 from emflow.errors import EmflowError
 from emflow.files import read_jsonl, sha256_file
 from emflow.train import build_trainer, cli, train_em_lora
 
 STEPS = [3, 6, 10]  # 40 rows, batch 2, accumulation 2 -> 10 optimizer steps
-RANK = 4
+RANK = cpu_recipe()["lora"]["r"]
 
 
 def recipe(**overrides) -> dict:
-    r = dict(persona_mode="stacked",
-             lora=dict(r=RANK, alpha=8, dropout=0.0, use_rslora=False, target_modules=list(tiny.LORA_TARGETS)),
-             epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-3,
-             lr_scheduler="linear", warmup_steps=1, weight_decay=0.0, optimizer="adamw_torch", max_length=128,
-             precision="fp32", gradient_checkpointing=False, device="cpu", logging_steps=1,
-             checkpoints={"steps": STEPS})
-    r.update(overrides)
-    return r
+    return cpu_recipe(**{"checkpoints": {"steps": STEPS}, **overrides})
 
 
 def write_rows(path: Path, n: int) -> Path:

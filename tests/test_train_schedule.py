@@ -7,20 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from emflow import tiny
+from conftest import cpu_recipe
 from emflow.files import read_jsonl
 from emflow.schedule import resolve_steps, total_steps
 from emflow.train import train_em_lora
 
 
-def recipe(**overrides) -> dict:
-    r = dict(persona_mode="stacked",
-             lora=dict(r=4, alpha=8, dropout=0.0, use_rslora=False, target_modules=list(tiny.LORA_TARGETS)),
-             epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-3,
-             lr_scheduler="linear", warmup_steps=1, weight_decay=0.0, optimizer="adamw_torch", max_length=128,
-             precision="fp32", gradient_checkpointing=False, device="cpu", logging_steps=1)
-    r.update(overrides)
-    return r
+recipe = cpu_recipe
 
 
 def write_rows(path: Path, n: int) -> Path:
