@@ -14,13 +14,10 @@ from pathlib import Path
 
 from emflow.errors import user_error
 from emflow.files import atomic_dir, atomic_write_json
-from emflow.models import require_dir
+from emflow.models import EM, PERSONA, require_dir  # one pair of adapter names for training and inference
 from emflow.train_recipe import SOURCE, Recipe, lora_config, use_cpu
 
 log = logging.getLogger(__name__)
-
-PERSONA = "persona"
-EM = "em"
 
 
 def load_tokenizer(base: str | Path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
 
-from emflow.assets import Asset, question_sources, url_download_path
+from emflow.assets import Asset, is_url, question_sources, url_download_path
 from emflow.config import load_experiment
 from emflow.errors import EmflowError
 
@@ -73,7 +73,7 @@ def dataset_local_source(dataset):
         return "path", spec["path"]
     if "url" in spec:
         return "download", f"{RES}/downloads/datasets/{dataset}.jsonl"
-    if re.match(r"^https?://", spec["archive"]):
+    if is_url(spec["archive"]):
         return "download", url_download_path(spec["archive"], "archives", RES)
     return "archive", spec["archive"]
 
