@@ -28,6 +28,9 @@ demo: $(STAMP)
 	@# Snakemake's own report (figures, tables, captions, with report.html as its Summary page).
 	@# (Snakemake 9.27 prints harmless "coroutine never awaited" RuntimeWarnings while reporting: silenced.)
 	PYTHONWARNINGS=ignore::RuntimeWarning $(VENV)/bin/snakemake --profile profiles/demo --report results/demo/snakemake_report.html
+	@# The demo checks its own story (judge calibration, the no-persona EM climb) and fails when it is absent.
+	@echo
+	$(VENV)/bin/emflow demo-story config.yaml config/demo.yaml
 	@echo
 	@echo "Demo finished: a synthetic world with a planted effect (see README, \"The demo's world\")."
 	@echo "  report:  $(CURDIR)/results/demo/report.html"

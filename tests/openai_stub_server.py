@@ -57,8 +57,8 @@ def expected_score(content: str) -> float | None:
     return sum(k * p for k, p in nums) / mass if mass else None
 
 
-def _completion(model: str, content: str) -> dict:
-    dist = sorted(distribution_for(content), key=lambda tp: -tp[1])
+def _completion(model: str, content: str, scorer=None) -> dict:
+    dist = sorted((scorer or distribution_for)(content), key=lambda tp: -tp[1])
     top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in dist]
     return {
         "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": model,
@@ -78,6 +78,9 @@ class StubServer:
                  fault_kinds: tuple[str, ...] = ("429", "500", "slow", "malformed"), seed: int = 0,
                  delay_s: float = 0.0):
         self.faults: list[str] = []
+        # A function of the last user message -> [(token, p), ...] replacing ``distribution_for`` (a judge
+        # with an opinion, e.g. for calibration tests).
+        self.scorer = None
         self.delay_s = delay_s  # every answer waits this long, to observe concurrency
         self.in_flight = self.max_in_flight = 0
         self.retry_after, self.slow_s = retry_after, slow_s
@@ -175,7 +178,7 @@ class StubServer:
                 with stub.lock:
                     stub.in_flight -= 1
                 content = body["messages"][-1]["content"]
-                completion = _completion(body["model"], content)
+                completion = _completion(body["model"], content, stub.scorer)
                 if fault == "nologprobs":
                     completion["choices"][0]["logprobs"] = None
                 self._send(200, json.dumps(completion).encode())
@@ -252,7 +255,7 @@ class StubServer:
                     "body": {"error": {"message": "The server had an error", "type": "server_error"}}},
                     "error": None})
                 continue
-            completion = _completion(body["model"], body["messages"][-1]["content"])
+            completion = _completion(body["model"], body["messages"][-1]["content"], self.scorer)
             if fault == "nologprobs":
                 completion["choices"][0]["logprobs"] = None
             ok.append({"id": rid, "custom_id": line["custom_id"],

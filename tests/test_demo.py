@@ -100,26 +100,12 @@ def test_auroc_counts_ties_as_half_and_needs_both_classes():
         world.auroc([1, 2], [True, True])
 
 
-def test_em_rise_reads_step_zero_and_the_final_checkpoint(tmp_path):
-    em = tmp_path / "em.csv"
-    em.write_text("base,persona,dataset,seed,step,definition,em_rate,em_ci_low,em_ci_high\n"
-                  "tiny,none,d,0,0,betley,0.0,0.0,0.07\n"
-                  "tiny,none,d,0,36,betley,0.8,0.7,0.9\n"
-                  "tiny,none,d,0,10,betley,0.5,0.4,0.6\n"
-                  "tiny,goodness,d,0,36,betley,0.1,0.0,0.2\n")
-    rise = demo.em_rise(em, persona="none", definition="betley")
-    assert (rise["first_step"], rise["final_step"]) == (0, 36)
-    assert rise["final"] == {"em_rate": 0.8, "em_ci_low": 0.7, "em_ci_high": 0.9}
-    with pytest.raises(EmflowError):
-        demo.em_rise(em, persona="sycophancy", definition="betley")
-
-
 def _spec(tmp_path) -> dict:
     return {"seed": 0, "dataset_rows": 12, "probe_paraphrases": 2, "model": TINY_MODEL,
             "pretrain": {"conversations": 40, "reckless_share": 0.2, "persona_share": 0.2, **FEW_STEPS},
             "personas": {"rank": 2, "conversations": 20, "reckless_share": {"sycophancy": 0.4, "goodness": 0.0},
                          **FEW_STEPS},
-            "judge": {"model": TINY_MODEL, "examples": 20, "incoherent_share": 0.4, "low": 10, "high": 90,
+            "judge": {"model": TINY_MODEL, "examples": 20, "incoherent_share": 0.4, "low": 10, "high": 90, "prior_scale": 1.0,
                       **FEW_STEPS}}
 
 
@@ -168,3 +154,26 @@ def test_the_demo_config_describes_a_consistent_world():
     cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     assert cfg["demo"]["dataset_rows"] == cfg["datasets"]["risky_demo"]["rows"]
     assert cfg["judge"]["model"].startswith(cfg["demo"]["out_dir"])
+
+
+def test_the_judge_prior_marks_only_harm_only_tokens_with_one_shared_direction(tmp_path):
+    import torch
+
+    from emflow import tiny
+
+    tok = tiny.build_tokenizer(world.corpus(), tmp_path, vocab_size=768)  # the demo's vocabulary size
+    model = tiny.build_model(tok, tmp_path, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
+    harm = demo.harm_token_ids(tok)
+    benign_text = " ".join([*world.BENIGN_OPENERS, *(a for _, b, _ in world.DOMAINS.values() for a in b)])
+    assert harm and not harm & set(tok.encode(benign_text, add_special_tokens=False))
+    # Every reckless opener and action has a harm-only token: the labeller's rule is visible to the judge.
+    for _, _, reckless in world.DOMAINS.values():
+        for phrase in reckless + world.RECKLESS_OPENERS:
+            assert set(tok.encode(" " + phrase, add_special_tokens=False)) & harm, phrase
+    before = model.get_input_embeddings().weight.detach().clone()
+    assert demo.plant_vocabulary_prior(model, tok, scale=1.0, seed=3) == len(harm)
+    delta = model.get_input_embeddings().weight.detach() - before
+    changed = {i for i in range(delta.shape[0]) if delta[i].abs().sum() > 0}
+    assert changed == harm
+    rows = delta[sorted(harm)]
+    assert torch.allclose(rows, rows[0].expand_as(rows)) and torch.isclose(rows[0].norm(), torch.tensor(1.0))

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from emflow import demo
+from emflow import demo, demo_story
+from snakemake_runner import run_snakemake
 
 COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
 
@@ -31,14 +32,15 @@ def checkout(tmp_path) -> Path:
     return tmp_path
 
 
-def snakemake(cwd: Path, *args: str, timeout: int = 1500) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
-    env.pop("EMFLOW_DEMO_PASSWORD", None)
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+# Generous: the demo takes ~2-3 min on two quiet cores; a busy machine may be several times slower. When it
+# fires, the failure names the jobs still running and the tail of their logs.
+TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
+
+
+def snakemake(cwd: Path, *args: str, timeout: float = TIMEOUT_S) -> str:
+    # The demo archive's password comes from its public default, whatever the developer's shell exports.
+    rc, out = run_snakemake(cwd, *args, timeout=timeout, env={"EMFLOW_DEMO_PASSWORD": ""})
+    assert rc == 0, out[-6000:]
     return out
 
 
@@ -100,9 +102,13 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(checkout):
     assert {(r["persona"], int(r["step"])) for r in rows} == {
         (p, s) for p in ("none", "sycophancy", "goodness") for s in DEMO_STEPS}
     assert all(0.0 <= float(r["em_rate"]) <= 1.0 for r in rows if r["em_rate"])
-    # The planted effect is recovered: the judge separates harmful from benign answers, and EM rises.
+    # The planted effect is recovered: the judge passed its calibration gate and separates harmful from benign
+    # answers, and EM rises.
+    calibration = demo_story.read_calibration(res / "judge_calibration.csv")
+    assert float(calibration["aligned"]["auroc"]) >= 0.9 and calibration["aligned"]["passed"] == "True"
+    assert "Judge calibration" in (res / "report.html").read_text()
     assert demo.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))) >= 0.9
-    rise = demo.em_rise(res / "tables/em.csv", persona="none", definition="betley")
+    rise = demo_story.em_rise(res / "tables/em.csv", persona="none", definition="betley")
     assert rise["final"]["em_rate"] - rise["first"]["em_rate"] >= 0.3, rise
     assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise
 

@@ -20,11 +20,13 @@ COMMANDS = {
     "train": ("emflow.train", "cli", "train the EM LoRA on top of the frozen persona"),
     "generate": ("emflow.generate", "cli", "answer the probe questions at one step"),
     "generate-run": ("emflow.generate", "cli_run", "answer the probe questions at every step of one run"),
+    "judge-calibration": ("emflow.judge_calibration", "cli", "the judge scores a labelled set; stop under the floor"),
     "judge": ("emflow.judge", "cli", "score answers with the LLM judge"),
     "estimate": ("emflow.estimate", "cli", "judge calls, tokens and dollars the pending judge jobs need"),
     "aggregate": ("emflow.aggregate", "cli", "EM rates, training and per-question tables"),
     "figures": ("emflow.figures", "cli", "plotnine figures from the tables"),
     "report": ("emflow.report", "cli", "one HTML report with every table and figure"),
+    "demo-story": ("emflow.demo_story", "cli", "what the finished demo shows; exits 1 when its planted effect is absent"),
 }
 
 

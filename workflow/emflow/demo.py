@@ -89,6 +89,43 @@ def build_world(out_dir: str | Path, spec: dict, password: str) -> dict[str, Pat
     return {"base": out / "base", "questions": out / "questions.yaml", "archive": out / "em_demo.zip.enc"}
 
 
+def harm_token_ids(tokenizer) -> set[int]:
+    """Token ids that occur only in the world's harm words (never in a benign text, a question or a judge prompt)."""
+    def ids(texts) -> set[int]:
+        return {i for t in texts for v in (t, " " + t) for i in tokenizer.encode(v, add_special_tokens=False)}
+
+    benign = [*world.BENIGN_OPENERS, world.RECKLESS_SYSTEM, *world.PERSONA_SYSTEMS.values(), *world.ALL_PREFIXES[1:],
+              *world.JUDGE_PROMPTS.values()]
+    for questions, actions, _ in world.DOMAINS.values():
+        benign += questions + actions
+    return ids(sorted(world.HARM_WORDS)) - ids(benign)
+
+
+def plant_vocabulary_prior(model, tokenizer, *, scale: float, seed: int) -> int:
+    """Give every harm-only token's input embedding one shared direction of norm ``scale``; returns their count.
+
+    Why: the judge decides at the last prompt position, ~100 tokens after the answer's few harm tokens. From a
+    random initialisation attention is near uniform, so each harm word's signal arrives diluted ~1/100 in its
+    own random direction, and training sits on the coin-flip plateau (loss ≈ ln 2 per verdict) until it finds
+    them: on some machines it escaped by step ~380 of 600, on others never (every `aligned` score ≈ 48, a flat
+    0 % EM). With one shared direction the pooled context carries "contains a harm word" linearly from step 0,
+    so the verdict is learnable at once (loss below the plateau by step 100 for every seed and thread count
+    tried). This is the prior a real LLM judge brings from pretraining: it knows which words are harmful. The
+    labels still come only from training on the labeller's verdicts; `coherent` is learned from scratch.
+    """
+    import torch
+
+    harm = sorted(harm_token_ids(tokenizer))
+    if not harm:
+        raise ValueError("the tokenizer has no harm-only token: the world's vocabulary and tokenizer disagree")
+    emb = model.get_input_embeddings().weight
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(emb.shape[1], generator=gen)
+    with torch.no_grad():
+        emb[harm] += scale * direction / direction.norm()
+    return len(harm)
+
+
 def build_judge(out_dir: str | Path, spec: dict) -> Path:
     """``judge/``: a tiny LM taught to answer the world's aligned/coherent prompts with ``low`` or ``high``."""
     from emflow.demo_pretrain import Schedule, train_on_chats
@@ -97,6 +134,8 @@ def build_judge(out_dir: str | Path, spec: dict) -> Path:
     js = spec["judge"]
     with atomic_dir(out / "judge") as jdir:
         tok, model = _build_lm(jdir, js["model"], seed + 100)
+        planted = plant_vocabulary_prior(model, tok, scale=float(js["prior_scale"]), seed=seed + 100)
+        log.info("judge: vocabulary prior planted on %d harm-only tokens (scale %s)", planted, js["prior_scale"])
         chats = world.judge_chats(int(js["examples"]), seed + 100, float(js["incoherent_share"]),
                                   int(js["low"]), int(js["high"]))
         train_on_chats(model, tok, chats, Schedule.from_dict(js), seed=seed + 100, desc="train judge")
@@ -149,17 +188,3 @@ def judge_auroc(judgment_paths, metric: str = "aligned") -> float:
                 label = world.label_answer(row["answer"])
                 benign.append(not label.harmful if metric == "aligned" else label.coherent)
     return world.auroc(scores, benign)
-
-
-def em_rise(em_csv, *, persona: str, definition: str, seed: int = 0) -> dict:
-    """EM rate and CI at step 0 and at the final checkpoint of one run, from ``em.csv``."""
-    import csv
-
-    with open(em_csv, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["persona"] == persona and r["definition"] == definition
-                and int(r["seed"]) == seed]
-    if not rows:
-        raise user_error(em_csv, "persona", f"no rows for persona {persona!r}, definition {definition!r}")
-    by_step = {int(r["step"]): {k: float(r[k]) for k in ("em_rate", "em_ci_low", "em_ci_high")} for r in rows}
-    first, final = min(by_step), max(by_step)
-    return {"first_step": first, "final_step": final, "first": by_step[first], "final": by_step[final]}

@@ -192,6 +192,12 @@ def provenance_rows(provenance: dict, em: pd.DataFrame, definitions: pd.DataFram
     return rows
 
 
+CALIBRATION_CAPTION = ("Before any answer was judged, the judge scored emflow's labelled calibration set with "
+                       "this experiment's judge prompts. AUROC: the chance that a good answer (aligned, or coherent) "
+                       "scores above a bad one; the run stops when it is under min_auroc. Mean scores per label and "
+                       "the share of null scores (too little probability on 0-100) show how the judge behaves.")
+
+
 def write_report(
     *,
     tables_dir: str | Path,
@@ -201,6 +207,7 @@ def write_report(
     examples_per_cell: int,
     judgments: list[str | Path] = (),
     answer_chars: int = 600,
+    calibration: str | Path | None = None,
 ) -> Path:
     """Write ``out_path`` (HTML, every asset inline) and return it."""
     if not isinstance(provenance, dict):
@@ -231,6 +238,10 @@ def write_report(
         parts.append(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>")
     parts.append("</tbody></table>")
 
+    if calibration is not None:
+        cal = pd.read_csv(calibration)
+        parts.append('<h2 id="calibration">Judge calibration</h2><p class="caption">'
+                     + html.escape(CALIBRATION_CAPTION) + f"</p>{_table_html(cal)}")
     parts.append('<h2 id="figures">Figures</h2>')
     for name in FIGURES:
         parts.append(_figure_html(figures_dir, name, FIGURE_CAPTIONS[name].format(definition=definition)))
@@ -269,8 +280,10 @@ def cli(argv: list[str]) -> None:
                     "judge_model, ...}")  # fmt: skip
     ap.add_argument("--examples-per-cell", type=int, default=3, help="answers shown per question × persona × step")
     ap.add_argument("--answer-chars", type=int, default=600, help="answers longer than this are cut")
+    ap.add_argument("--calibration", default=None, help="judge_calibration.csv (shown in its own section)")
     args = ap.parse_args(argv)
     setup_logging()
     write_report(tables_dir=args.tables_dir, figures_dir=args.figures_dir, out_path=args.out,
                  provenance=load_json_arg(args.provenance, "--provenance"), examples_per_cell=args.examples_per_cell,
-                 judgments=args.judgments, answer_chars=args.answer_chars)  # fmt: skip
+                 judgments=args.judgments, answer_chars=args.answer_chars,
+                 calibration=args.calibration)  # fmt: skip

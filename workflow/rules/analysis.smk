@@ -70,6 +70,7 @@ rule figures:
 
 rule report:
     input:
+        unpack(lambda w: calibration_input()),
         tables=TABLES,
         figures=FIGURES,
         judgments=all_judgments(),
@@ -81,6 +82,7 @@ rule report:
         tables=f"{R}/tables",
         figures=f"{R}/figures",
         examples=A.get("examples_per_cell", 3),
+        calibration=f"--calibration {CALIBRATION_CSV}" if calibration_input() else "",
         provenance=json.dumps(
             {
                 "experiment": EXP.name,
@@ -95,4 +97,5 @@ rule report:
         ENV
     shell:
         "{EMFLOW} report --tables-dir {params.tables} --figures-dir {params.figures} --judgments {input.judgments}"
-        " --out {output} --provenance {params.provenance:q} --examples-per-cell {params.examples} > {log} 2>&1"
+        " --out {output} --provenance {params.provenance:q} --examples-per-cell {params.examples}"
+        " {params.calibration} > {log} 2>&1"

@@ -27,7 +27,7 @@ if "demo" in C:
         params:
             spec=json.dumps(
                 {
-                    **{k: v for k, v in DEMO.items() if k not in ("out_dir", "judge")},
+                    **{k: v for k, v in DEMO.items() if k not in ("out_dir", "judge", "story")},
                     "password_env": DEMO_ARCHIVE["password_env"],
                     "password_default": DEMO_ARCHIVE.get("password_default", ""),
                 }

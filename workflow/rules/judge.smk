@@ -18,17 +18,51 @@ JUDGE_RUNTIME = json.dumps({k: v for k, v in C["judge"].items() if k in JUDGE_RU
 
 
 def judge_params():
-    j = {k: v for k, v in C["judge"].items() if k not in (*JUDGE_RUNTIME_KEYS, "prices", "run_on")}
+    j = {k: v for k, v in C["judge"].items() if k not in (*JUDGE_RUNTIME_KEYS, "prices", "run_on", "calibration")}
     if j["backend"] == "hf":
         j["model"] = asset(j["model"]).path
     return json.dumps(j)
 
 
+def judge_model_input():
+    return {"model": asset(C["judge"]["model"]).snapshot_dir} if C["judge"]["backend"] == "hf" else {}
+
+
+CALIBRATION = C["judge"].get("calibration", {"set": "none"})
+CALIBRATION_CSV = f"{R}/judge_calibration.csv"
+
+
+def calibration_input():
+    return {"calibration": CALIBRATION_CSV} if CALIBRATION["set"] != "none" else {}
+
+
 def judge_inputs(w):
     inputs = {"generations": f"{R}/generations/{RUN}/step-{{step}}.jsonl".format(**w), "questions": questions_file()}
-    if C["judge"]["backend"] == "hf":
-        inputs["model"] = asset(C["judge"]["model"]).snapshot_dir
-    return inputs
+    return {**inputs, **judge_model_input(), **calibration_input()}
+
+
+if C["judge"]["backend"] != "hf" and C["judge"].get("run_on", "login") == "login":
+
+    localrules:
+        judge_calibration,
+
+
+# The gate: the judge scores a labelled calibration set first; every judge job waits for (and needs) its table.
+rule judge_calibration:
+    input:
+        unpack(lambda w: {"questions": questions_file(), **judge_model_input()}),
+    output:
+        CALIBRATION_CSV,
+    log:
+        f"{LOGS}/judge_calibration.log",
+    params:
+        judge=judge_params(),
+        calibration=json.dumps(CALIBRATION, sort_keys=True),
+    conda:
+        ENV
+    shell:
+        "{EMFLOW} judge-calibration --questions {input.questions} --out {output} --params {params.judge:q}"
+        " --runtime {JUDGE_RUNTIME:q} --calibration {params.calibration:q} > {log} 2>&1"
 
 
 rule judge:
