@@ -39,6 +39,7 @@ def world_config(seed: int) -> dict:
     c["seeds"] = [seed]
     c["cells"] = {"A1": c["cells"]["A1"]}
     c["training"]["checkpoints"] = {"steps": ["final"]}
+    c["analysis"]["hypotheses"] = []  # they compare personas; this grid has one
     return c
 
 
