@@ -9,7 +9,7 @@ tests can compute expected scores by hand:
 
 Faults are injected from a queue (``server.faults``, one entry consumed per request) or at random with
 ``fault_rate``: "429" (with Retry-After), "500", "slow" (sleeps ``slow_s`` before answering), "malformed"
-(a 200 with a body that is not JSON), "nologprobs" (valid JSON without logprobs), "401", "400", "quota"
+(a 200 with a body that is not JSON), "html" (a 200 text/html page), "nologprobs" (valid JSON without logprobs), "401", "400", "quota"
 (429 insufficient_quota). ``delay_s`` delays every answer and ``max_in_flight`` records the most requests
 served at once. Every request is recorded in ``server.requests`` with its arrival time.
 
@@ -169,6 +169,14 @@ class StubServer:
                     return self._error(400, "Invalid request", "invalid_request_error")
                 if fault == "malformed":
                     return self._send(200, b'{"id": "chatcmpl-stub", "choices": [{"index": 0, "mess')
+                if fault == "html":  # a proxy's or a web server's page where the API was expected
+                    page = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 if fault == "slow":
                     time.sleep(stub.slow_s)
                 with stub.lock:

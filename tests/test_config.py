@@ -49,7 +49,7 @@ def test_demo_overlay_inherits_unset_keys(phase1):
     ({"training": {"lora": {"r": "x"}}}, "training.lora.r: 'x' is not of type 'integer'"),
     ({"judge": {"backend": "claude"}}, "judge.backend: 'claude' is not one of"),
     ({"training": {"lora": {"rank": 8}}}, "training.lora.rank: unknown key"),
-    ({"datasets": {"insecure": {"path": "x.jsonl"}}}, "datasets.insecure: give exactly one source"),
+    ({"datasets": {"insecure": {"path": "x.jsonl"}}}, "datasets.insecure: invalid (fix: give exactly one source"),
     ({"personas": {"goodness": "hf:maius/personas"}}, "personas.goodness"),
     ({"seeds": []}, "seeds"),
 ])

@@ -4,6 +4,7 @@ only the new seed's jobs and the analysis."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -20,16 +21,21 @@ from snakemake_runner import run_snakemake
 COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
 
 
-@pytest.fixture
-def checkout(tmp_path) -> Path:
+def copy_sources(dst: Path) -> Path:
     """A copy of the workflow sources, so runs never touch the developer's results/ or resources/."""
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
-            shutil.copy2(src, tmp_path / name)
-    return tmp_path
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    return copy_sources(tmp_path)
 
 
 # Generous: the demo takes ~2-3 min on two quiet cores; a busy machine may be several times slower. When it
@@ -86,9 +92,58 @@ def _snapshot(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow
-def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(checkout):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """One finished demo in its own copy, shared by the tests below (the last one extends it)."""
+    checkout = copy_sources(tmp_path_factory.mktemp("demo_run"))
     snakemake(checkout, "--profile", "profiles/demo")
+    return checkout
+
+
+# A change to each input that determines results, as an overlay on the demo, and the jobs it must rerun
+# (dry-run counts; the analysis and `all` always follow). Everything else must stay as it is.
+ANALYSIS = {"aggregate": 1, "figures": 1, "report": 1, "all": 1}
+RERUN_CASES = {
+    "nothing (the same config, merged the other way)": ("", {}),
+    "base model (another folder)": ("models: {tiny: COPY_OF_BASE}\n",
+                                    {"train": 3, "generate": 12, "judge": 12, **ANALYSIS}),
+    "persona (another folder)": ("personas: {goodness: COPY_OF_GOODNESS}\n",
+                                 {"train": 1, "generate": 4, "judge": 4, **ANALYSIS}),
+    "judge model (another folder)": ("judge: {model: COPY_OF_JUDGE}\n",
+                                     {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "training recipe": ("training: {learning_rate: 0.002}\n", {"train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
+    "generation parameters": ("generation: {temperature: 0.7}\n", {"generate": 12, "judge": 12, **ANALYSIS}),
+    "judge parameters": ("judge: {min_numeric_mass: 0.3}\n", {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "calibration floor": ("judge: {calibration: {min_auroc: {aligned: 0.95, coherent: 0.6}}}\n",
+                          {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "question set": ("questions: {samples_per_paraphrase: 4}\n",
+                     {"resolve_questions": 1, "generate": 12, "judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "dataset split": ("split_seed: 99\n", {"split_dataset": 1, "train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
+    # Speed settings rerun no computation; only the report, which records the config's hash.
+    "judge speed only": ("judge: {batch_size: 50}\n", {"report": 1, "all": 1}),
+}
+
+
+def test_changing_each_result_input_reruns_exactly_what_depends_on_it(demo_run, tmp_path):
+    copies = {}
+    for name, rel in (("BASE", "base"), ("GOODNESS", "personas/goodness"), ("JUDGE", "judge")):
+        copies[f"COPY_OF_{name}"] = str(shutil.copytree(demo_run / "resources/demo" / rel, tmp_path / name.lower()))
+    wrong = {}
+    for case, (overlay, expected) in RERUN_CASES.items():
+        for placeholder, path in copies.items():
+            overlay = overlay.replace(placeholder, path)
+        (tmp_path / "overlay.yaml").write_text(overlay or "{}\n")
+        out = snakemake(demo_run, "-n", "--quiet", "rules", "--configfile", "config.yaml", "config/demo.yaml",
+                        str(tmp_path / "overlay.yaml"))
+        counts = job_counts(out) if "Job stats:" in out else {}
+        if counts != expected:
+            wrong[case] = {"planned": counts, "expected": expected}
+    assert not wrong, json.dumps(wrong, indent=1)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
+    checkout = demo_run
     res = checkout / "results" / "demo"
     assert (res / "report.html").stat().st_size > 10_000
     for step in DEMO_STEPS:

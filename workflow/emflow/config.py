@@ -38,11 +38,15 @@ def validate_config(config: dict, source: str = "config") -> None:
     err = jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0]
     # A oneOf with a description (asset and dataset sources) says the fix better than its alternatives do.
     if err.validator == "oneOf" and "description" in err.schema:
-        raise user_error(source, _path_of(err), err.schema["description"])
+        got = f"{err.instance!r} is not allowed" if isinstance(err.instance, (str, int, float)) else "invalid"
+        raise user_error(source, _path_of(err), got, err.schema["description"])
     # Otherwise prefer the most specific error inside oneOf/anyOf alternatives.
     while err.context:
         err = sorted(err.context, key=lambda e: -len(e.absolute_path))[0]
     where = _path_of(err)
+    # A pattern with a description (safe names, URLs) says what is allowed better than the regex does.
+    if err.validator == "pattern" and "description" in err.schema:
+        raise user_error(source, where, f"{err.instance!r} is not allowed", err.schema["description"])
     if err.validator == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         allowed = ", ".join(sorted(err.schema.get("properties", {})))
@@ -145,11 +149,35 @@ def load_experiment(config: dict, source: str = "config") -> Experiment:
     return Experiment(config, source)
 
 
+def read_config_file(path: str | Path) -> dict:
+    """One config YAML as a dict; a missing file, invalid YAML or a non-mapping is one line naming file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise user_error(path, None, "config file does not exist", "check the path (config.yaml, config/*.yaml)") from None
+    except (IsADirectoryError, UnicodeDecodeError) as err:
+        raise user_error(path, None, f"cannot read it as a YAML file ({type(err).__name__})", "pass a YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise user_error(where, None, f"invalid YAML ({problem})", "fix the syntax at that line") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise user_error(path, None, f"expected a mapping of config keys, got {type(data).__name__}",
+                         "write `key: value` lines, as in config.yaml")
+    return data
+
+
 def load_config_files(paths: list[str | Path]) -> dict:
     """Merge YAML files as Snakemake does for --configfile: dicts merge recursively, other values replace."""
     merged: dict = {}
     for p in paths:
-        merge_config(merged, yaml.safe_load(Path(p).read_text()) or {})
+        merge_config(merged, read_config_file(p))
     return merged
 
 

@@ -399,7 +399,7 @@ def prepare_dataset(
         data = decrypt_members(archive_path, password, [member], f"{source}: {field}", password_env=env)[member]
         origin = f"{archive_path}[{member}]"
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (some editors on Windows write one) is not data
     except UnicodeDecodeError as err:
         raise user_error(origin, None, f"not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
     rows = validate_chat_rows(_clean_lines(text), origin, spec.get("rows"))

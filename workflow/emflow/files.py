@@ -74,8 +74,29 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """Rows of a JSONL file; a line that is not a JSON object is a one-line error naming file and line."""
+    from emflow.errors import user_error
+
+    rows = []
+    try:
+        with Path(path).open(encoding="utf-8-sig") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise user_error(f"{path}:{i}", None, f"not valid JSON ({err.msg} at column {err.colno}; "
+                                     "a truncated file?)", "regenerate it: delete the file and rerun") from None
+                if not isinstance(row, dict):
+                    raise user_error(f"{path}:{i}", None, f"expected a JSON object, got {type(row).__name__}",
+                                     "regenerate it: delete the file and rerun")
+                rows.append(row)
+    except FileNotFoundError:
+        raise user_error(path, None, "does not exist", "check the path, or run the rule that writes it") from None
+    except UnicodeDecodeError as err:
+        raise user_error(path, None, f"not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
+    return rows
 
 
 @contextlib.contextmanager

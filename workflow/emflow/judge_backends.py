@@ -35,6 +35,14 @@ OPENAI_KEYS = COMMON_KEYS | API_KEYS
 HF_KEYS = COMMON_KEYS | API_KEYS | {"device", "dtype", "batch_size"}
 MODES = ("online", "batch")
 BACKEND_KEYS = {"openai": OPENAI_KEYS, "hf": HF_KEYS}
+# The keys that mean something to each backend: what the workflow passes (config overlays cannot delete an
+# inherited key, so switching the demo's hf judge to an API leaves device/batch_size behind, ignored).
+USED_KEYS = {"openai": OPENAI_KEYS, "hf": COMMON_KEYS | {"device", "dtype", "batch_size"}}
+
+
+def backend_params(section: dict) -> dict:
+    """The judge section reduced to the keys its backend uses (a config's other judge keys are not params)."""
+    return {k: v for k, v in section.items() if k in USED_KEYS.get(section.get("backend"), ())}
 NUMBERS = range(0, 101)
 
 
@@ -81,6 +89,12 @@ def top_logprobs_of(completion: Any) -> list[list]:
     def get(obj: Any, name: str) -> Any:
         return obj[name] if isinstance(obj, dict) else getattr(obj, name)
 
+    if isinstance(completion, (str, bytes)):  # a 200 whose body is not JSON (an HTML page, a proxy's notice)
+        head = (completion.decode(errors="replace") if isinstance(completion, bytes) else completion)
+        head = " ".join(head.split())[:60]
+        raise NotAnAPIReply(f"the server answered with text, not a chat completion ({head!r}...): is judge.base_url "
+                             "the API root of an OpenAI-compatible server, e.g. http://host:8000/v1?")
+
     try:
         first = get(get(get(completion, "choices")[0], "logprobs"), "content")[0]
         out = [[get(t, "token"), float(get(t, "logprob"))] for t in get(first, "top_logprobs")]
@@ -95,6 +109,10 @@ def top_logprobs_of(completion: Any) -> list[list]:
 
 class RetryableReply(Exception):
     """A reply that arrived but cannot be used (malformed body, no logprobs): worth asking again."""
+
+
+class NotAnAPIReply(Exception):
+    """A 200 whose body is plain text or HTML: base_url points at something that is not the API (not retried)."""
 
 
 def _retry_after_s(err: BaseException) -> float | None:
@@ -129,6 +147,8 @@ def classify(err: BaseException) -> str:
 
     import openai
 
+    if isinstance(err, NotAnAPIReply):
+        return "fatal"
     if isinstance(err, (RetryableReply, json.JSONDecodeError)):
         # A 200 whose body is not JSON surfaces from the client as a decode error.
         return "retry"
@@ -174,7 +194,8 @@ class JudgeCallError(EmflowError):
     def __init__(self, message: str, *, attempts: int, fatal: bool):
         self.attempts, self.fatal = attempts, fatal
         if fatal:
-            text = f"judge: call rejected: {message} (fix: check the judge model, key and quota; answers so far are cached)"
+            text = (f"judge: call rejected: {message} (fix: check judge.base_url, the judge model, key and quota; "
+                    "answers so far are cached)")
         else:
             text = (f"judge: gave up after {attempts} attempts: {message} "
                     "(fix: rerun later or raise judge.max_retries; answers so far are cached)")
@@ -211,7 +232,11 @@ class OpenAIBackend:
         return openai_request(self.model, self.top_logprobs, messages)
 
     def _scrub(self, err: BaseException) -> str:
+        import openai
+
         text = f"{type(err).__name__}: {err}"
+        if isinstance(err, openai.APIConnectionError):
+            text += f" (url: {self.client.base_url})"
         return text.replace(self._key, "***") if self._key else text
 
     def _once(self, request: dict) -> list[list]:

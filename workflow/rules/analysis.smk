@@ -39,7 +39,7 @@ rule aggregate:
         f"{LOGS}/analysis/aggregate.log",
     params:
         # only what the tables depend on: figure and report settings do not rerun the aggregation
-        analysis=json.dumps({k: v for k, v in A.items() if k not in ("figures", "examples_per_cell")}),
+        analysis=to_json({k: v for k, v in A.items() if k not in ("figures", "examples_per_cell")}),
         out=f"{R}/tables",
     conda:
         ENV
@@ -60,7 +60,7 @@ rule figures:
         tables=f"{R}/tables",
         out=f"{R}/figures",
         # models: their hub ids, from which the size figure parses parameter counts (unless figures.model_sizes).
-        fig=json.dumps({"definition": PRIMARY, "models": C["models"], **A.get("figures", {})}),
+        fig=to_json({"definition": PRIMARY, "models": C["models"], **A.get("figures", {})}),
     conda:
         ENV
     shell:
@@ -83,7 +83,7 @@ rule report:
         figures=f"{R}/figures",
         examples=A.get("examples_per_cell", 3),
         calibration=f"--calibration {CALIBRATION_CSV}" if calibration_input() else "",
-        provenance=json.dumps(
+        provenance=to_json(
             {
                 "experiment": EXP.name,
                 "config_hash": EXP.hash,

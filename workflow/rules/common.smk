@@ -6,9 +6,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
 
-from emflow.assets import Asset, is_url, question_sources, url_download_path
+from emflow.assets import Asset, asset_identity, is_url, question_sources, url_download_path
 from emflow.config import load_experiment
 from emflow.errors import EmflowError
+from emflow.judge_backends import backend_params
 
 try:
     EXP = load_experiment(config, source="config (config.yaml + overlays)")
@@ -37,6 +38,36 @@ wildcard_constraints:
 
 def asset(spec):
     return Asset(spec, RES)
+
+
+def to_json(obj):
+    """Rule parameters as canonical JSON: the same config, however its files were merged, gives the same params
+    (Snakemake reruns a job whose params text changed)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _identities():
+    """Identity of every asset a result depends on (spec + content fingerprint of a local folder), checked now:
+    a changed or missing model, persona or judge must rerun or stop the jobs that used it."""
+    built = (C["demo"]["out_dir"],) if "demo" in C else ()
+    ident = lambda spec, field: asset_identity(spec, resources_dir=RES, built_under=built, field=field,
+                                               source="config (config.yaml + overlays)")
+    models, personas = sorted({r.base for r in EXP.runs}), sorted({r.persona for r in EXP.runs})
+    out = {"models": {m: ident(C["models"][m], f"models.{m}") for m in models},
+           "personas": {p: ident(C["personas"][p], f"personas.{p}") if C["personas"][p] else None for p in personas}}
+    out["judge"] = ident(C["judge"]["model"], "judge.model") if C["judge"]["backend"] == "hf" else C["judge"]["model"]
+    return out
+
+
+try:
+    IDENTITY = _identities()
+except EmflowError as err:
+    raise WorkflowError(f"emflow config error: {err}") from None
+
+
+def run_identity(w):
+    """The base and persona a run's results come from (tracked as a param of train, generate and judge)."""
+    return to_json({"base": IDENTITY["models"][w.base], "persona": IDENTITY["personas"][w.persona]})
 
 
 def model_asset(w):
@@ -81,12 +112,12 @@ def dataset_local_source(dataset):
 def question_select():
     """The selection resolve_questions applies (ids, samples, metrics); later stages read its result whole."""
     q = C["questions"]
-    return json.dumps({k: q[k] for k in ("ids", "samples_per_paraphrase", "metrics") if q.get(k) is not None})
+    return to_json({k: q[k] for k in ("ids", "samples_per_paraphrase", "metrics") if q.get(k) is not None})
 
 
 def resolved_select():
     """For stages reading the resolved set: only the ids, so variants selected by id are not filtered out again."""
-    return json.dumps({"ids": C["questions"].get("ids")})
+    return to_json({"ids": C["questions"].get("ids")})
 
 
 def run_keys():
@@ -115,6 +146,16 @@ def final_targets():
     return [f"{R}/report.html", *TABLES, *FIGURES]
 
 
-# Rules call the emflow CLI of this checkout with whatever `python` the job's environment provides
-# (the .venv locally and on Leonardo, the conda env with --sdm conda).
-EMFLOW = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} python -m emflow"
+# Rules call the emflow CLI of this checkout with the interpreter that runs Snakemake (the .venv locally and on
+# Leonardo, where jobs see the same filesystem), even when the venv is not activated; with a conda or container
+# deployment (--sdm conda/apptainer), with the `python` that environment provides.
+def _python():
+    from snakemake.settings.types import DeploymentMethod
+
+    methods = workflow.deployment_settings.deployment_method
+    if DeploymentMethod.CONDA in methods or DeploymentMethod.APPTAINER in methods:
+        return "python"
+    return sys.executable
+
+
+EMFLOW = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} {_python()} -m emflow"

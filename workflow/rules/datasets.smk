@@ -10,7 +10,7 @@ def prepare_spec(w):
         for key in ("url", "sha256", "archive_sha256"):
             spec.pop(key, None)
         spec["archive" if "member" in spec else "path"] = local
-    return json.dumps(spec)
+    return to_json(spec)
 
 
 rule prepare_dataset:

@@ -25,7 +25,7 @@ if "demo" in C:
         benchmark:
             f"{DEMO_DIR}/logs/demo_assets.benchmark.tsv"
         params:
-            spec=json.dumps(
+            spec=to_json(
                 {
                     **{k: v for k, v in DEMO.items() if k not in ("out_dir", "judge", "story")},
                     "password_env": DEMO_ARCHIVE["password_env"],
@@ -45,7 +45,7 @@ if "demo" in C:
         benchmark:
             f"{DEMO_DIR}/logs/demo_judge.benchmark.tsv"
         params:
-            spec=json.dumps({"seed": DEMO["seed"], "judge": DEMO["judge"]}),
+            spec=to_json({"seed": DEMO["seed"], "judge": DEMO["judge"]}),
         conda:
             ENV
         shell:

@@ -9,7 +9,7 @@
 
 def generation_params():
     # The grouping decides how jobs are cut, not what is generated: kept out of the job's parameters.
-    return json.dumps({k: v for k, v in C["generation"].items() if k != "group_checkpoints"})
+    return to_json({k: v for k, v in C["generation"].items() if k != "group_checkpoints"})
 
 
 def generate_inputs(w):
@@ -40,6 +40,7 @@ if not C["generation"].get("group_checkpoints", False):
             adapter=adapter_arg,
             select=resolved_select(),
             gen=generation_params(),
+            identity=run_identity,
         conda:
             ENV
         shell:
@@ -82,6 +83,7 @@ else:
                 steps=",".join(map(str, steps)),
                 select=resolved_select(),
                 gen=generation_params(),
+                identity=run_identity,
             conda:
                 ENV
             shell:

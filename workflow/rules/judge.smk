@@ -14,14 +14,19 @@ if C["judge"]["backend"] != "hf" and C["judge"].get("run_on", "login") == "login
 # Snakemake tracks), so tuning them reruns nothing. Prices are read by `emflow estimate` only.
 JUDGE_RUNTIME_KEYS = ("concurrency", "max_retries", "timeout_s", "backoff_base_s", "backoff_max_s", "batch_poll_s",
                       "batch_max_requests", "batch_size")
-JUDGE_RUNTIME = json.dumps({k: v for k, v in C["judge"].items() if k in JUDGE_RUNTIME_KEYS})
 
 
 def judge_params():
-    j = {k: v for k, v in C["judge"].items() if k not in (*JUDGE_RUNTIME_KEYS, "prices", "run_on", "calibration")}
+    """What is scored and how: only the keys of the configured backend (an overlay switching the demo's hf judge
+    to an API cannot delete the inherited hf-only keys; they mean nothing to the new backend)."""
+    j = {k: v for k, v in backend_params(C["judge"]).items() if k not in JUDGE_RUNTIME_KEYS}
     if j["backend"] == "hf":
         j["model"] = asset(j["model"]).path
-    return json.dumps(j)
+    return to_json(j)
+
+
+# Speed-only settings, kept out of the tracked params: tuning them reruns nothing.
+JUDGE_RUNTIME = to_json({k: v for k, v in backend_params(C["judge"]).items() if k in JUDGE_RUNTIME_KEYS})
 
 
 def judge_model_input():
@@ -57,7 +62,8 @@ rule judge_calibration:
         f"{LOGS}/judge_calibration.log",
     params:
         judge=judge_params(),
-        calibration=json.dumps(CALIBRATION, sort_keys=True),
+        judge_identity=IDENTITY["judge"],
+        calibration=to_json(CALIBRATION),
     conda:
         ENV
     shell:
@@ -76,6 +82,8 @@ rule judge:
         f"{LOGS}/judge/{RUN}/step-{{step}}.benchmark.tsv"
     params:
         judge=judge_params(),
+        judge_identity=IDENTITY["judge"],
+        identity=run_identity,
     conda:
         ENV
     shell:

@@ -25,7 +25,8 @@ rule train:
         # The config's specs (hf:OWNER/NAME@REVISION) are recorded in every checkpoint.
         base_spec=lambda w: C["models"][w.base],
         persona_spec=lambda w: C["personas"][w.persona] or "none",
-        recipe=json.dumps(C["training"]),
+        recipe=to_json(C["training"]),
+        identity=run_identity,
         steps=lambda w: ",".join(map(str, EXP.steps(w.dataset))),
         # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
         state=lambda w: f"{R}/train_state/{RUN}".format(**w),
