@@ -56,7 +56,22 @@ def config(tmp_path) -> dict:
                   "min_numeric_mass": 0.25, "mode": "online"}
     c["judge"].pop("device", None)
     c["judge"].pop("batch_size", None)
+    c["judge"]["calibration"] = {"set": "none", "min_auroc": {}}  # counted on its own below
     return c
+
+
+def test_the_calibration_gate_is_counted_until_its_table_exists(config, tmp_path):
+    config["judge"]["calibration"] = {"set": "betley", "min_auroc": {"aligned": 0.85}}
+    est = estimate.estimate(config, results_root=tmp_path / "results")
+    gate = [r for r in est["runs"] if r["run"].startswith("judge_calibration")]
+    # The betley set labels 32 answers on aligned and 40 on coherent; this question set judges both.
+    assert len(gate) == 1 and gate[0]["calls"] == 32 + 40 and gate[0]["input_tokens"] > 0
+    assert est["total"]["calls"] == RUNS * STEPS * CALLS_PER_STEP + 72
+    table = tmp_path / "results" / "demo" / "judge_calibration.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text("metric\n")
+    assert not [r for r in estimate.estimate(config, results_root=tmp_path / "results")["runs"]
+                if r["run"].startswith("judge_calibration")]
 
 
 def planned_tokens_per_step() -> int:

@@ -63,6 +63,37 @@ def _request_builder(judge: dict, resources_dir: str):
     return lambda messages: judge_backends.hf_request(path, terminator, messages)
 
 
+def _calibration_entry(set_name: str, questions, build, endpoint, cache, seen: set) -> dict:
+    """The calibration gate's calls: every labelled answer × the metrics it labels and the questions judge."""
+    from emflow import judge_calibration
+    from emflow import questions as q
+    from emflow.judge_cache import cache_key
+
+    templates: dict[str, str] = {}
+    for question in questions:
+        for metric, template in question.judge_prompts.items():
+            templates.setdefault(metric, template)
+    entry = {"run": f"judge_calibration ({set_name})", "pending_steps": [], "generated_steps": [], "calls": 0,
+             "cached": 0, "input_tokens": 0}
+    for metric, template in templates.items():
+        for item in judge_calibration.load_set(set_name):
+            if metric not in item.labels:
+                continue
+            messages = [{"role": "user", "content": q.render_judge_prompt(template, item.question, item.answer)}]
+            if build is not None:
+                key = cache_key(build(messages), endpoint)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if cache.path(key).is_file():
+                    entry["cached"] += 1
+                    continue
+            entry["calls"] += 1
+            entry["input_tokens"] += request_tokens(messages)
+    entry["output_tokens"] = entry["calls"]
+    return entry
+
+
 def estimate(config: dict, *, results_root: str | Path = "results", source: str = "config") -> dict:
     """Pending judge calls, tokens and dollars per run and in total (see the module doc for the method)."""
     from emflow import questions as q
@@ -127,6 +158,10 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
                     entry["input_tokens"] += request_tokens(messages)
         entry["output_tokens"] = entry["calls"]  # max_tokens 1
         runs.append(entry)
+
+    calibration = judge.get("calibration", {"set": "none"})
+    if calibration["set"] != "none" and not (root / "judge_calibration.csv").is_file():
+        runs.append(_calibration_entry(calibration["set"], selected, build, endpoint, cache, seen))
 
     total = {k: sum(r[k] for r in runs) for k in ("calls", "cached", "input_tokens", "output_tokens")}
     api = judge["backend"] == "openai"
