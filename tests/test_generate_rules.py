@@ -35,6 +35,12 @@ def test_api_judge_is_local_on_login_and_submitted_on_compute(checkout):
         out = dry_run(checkout, overlay, "-s", "Check.smk", "--quiet", "rules")
         return next(line for line in out.splitlines() if line.startswith("LOCALRULES"))
 
-    assert "'judge'" in local_rules("judge: {run_on: login}\n")
-    assert "'judge'" not in local_rules("judge: {run_on: compute}\n")
-    assert "'judge'" not in local_rules("judge: {run_on: login, backend: hf, model: resources/demo/base}\n")
+    # The calibration gate calls the same judge, so it runs where the judge runs.
+    login = local_rules("judge: {run_on: login}\n")
+    assert "'judge'" in login and "'judge_calibration'" in login
+    compute = local_rules("judge: {run_on: compute}\n")
+    assert "'judge'" not in compute and "'judge_calibration'" not in compute
+    (checkout / "local_judge").mkdir()  # an hf judge's folder must exist (or be built by a rule) at parse time
+    (checkout / "local_judge" / "config.json").write_text("{}")
+    hf = local_rules("judge: {run_on: login, backend: hf, model: local_judge}\n")
+    assert "'judge'" not in hf and "'judge_calibration'" not in hf
