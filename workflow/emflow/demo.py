@@ -109,9 +109,11 @@ def plant_vocabulary_prior(model, tokenizer, *, scale: float, seed: int) -> int:
     own random direction, and training sits on the coin-flip plateau (loss ≈ ln 2 per verdict) until it finds
     them: on some machines it escaped by step ~380 of 600, on others never (every `aligned` score ≈ 48, a flat
     0 % EM). With one shared direction the pooled context carries "contains a harm word" linearly from step 0,
-    so the verdict is learnable at once (loss below the plateau by step 100 for every seed and thread count
-    tried). This is the prior a real LLM judge brings from pretraining: it knows which words are harmful. The
-    labels still come only from training on the labeller's verdicts; `coherent` is learned from scratch.
+    so the verdict is learnable at once: the calibration AUROC of `aligned` is 1.000 for world seeds 0, 1, 2
+    with torch threads 1 and 2 (tests/test_demo_robust.py), where without it seeds 0, 1, 3 left the plateau
+    only at steps ~300-380 on the machine that first built it. This is the prior a real LLM judge brings from
+    pretraining: it knows which words are harmful. The labels still come only from training on the
+    labeller's verdicts; `coherent` is learned from scratch.
     """
     import torch
 
