@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
+
+
+def copy_sources(dst: Path) -> Path:
+    """A copy of the workflow sources, so runs never touch the developer's results/, resources/ or .snakemake/."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in SOURCES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
+
 
 JOB_RE = re.compile(r"^(?:local)?rule (\w+):\n(.*?)^\s+jobid: (\d+)", re.M | re.S)
 FINISHED_RE = re.compile(r"Finished jobid: (\d+)")

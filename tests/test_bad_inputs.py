@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from conftest import ROOT
 from emflow.cli import main
 from openai_stub_server import StubServer
+from snakemake_runner import copy_sources
 
 CONFIG = str(ROOT / "config.yaml")
 DEMO = str(ROOT / "config" / "demo.yaml")
@@ -213,18 +213,9 @@ def test_a_missing_api_key_names_the_variable(judge_files, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- workflow parse
 
-COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
-
-
 @pytest.fixture()
 def checkout(tmp_path) -> Path:
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, tmp_path / name)
-    return tmp_path
+    return copy_sources(tmp_path)
 
 
 def dry_run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ so each is a different training trajectory.)
 from __future__ import annotations
 
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import yaml
 from conftest import ROOT
 from emflow import demo, demo_story
 from emflow.config import load_config_files
-from snakemake_runner import run_snakemake
+from snakemake_runner import copy_sources, run_snakemake
 
 SEEDS = (0, 1, 2)
 THREADS = (1, 2)
-COPY = ["Snakefile", "config", "profiles", "envs", "workflow"]
 RULES = ("demo_assets", "demo_judge", "train", "generate", "judge", "judge_calibration")
 # Generous: one cell on two cores takes ~2-3 min; a busy machine may be several times slower.
 TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
@@ -44,11 +42,7 @@ def world_config(seed: int) -> dict:
 
 
 def run_world(base: Path, seed: int, threads: int) -> dict:
-    repo = base / f"seed{seed}_threads{threads}"
-    repo.mkdir()
-    shutil.copy2(ROOT / "Snakefile", repo / "Snakefile")
-    for name in COPY[1:]:
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    repo = copy_sources(base / f"seed{seed}_threads{threads}")
     config = world_config(seed)
     (repo / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     res = repo / "results" / config["experiment"]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from emflow import estimate, judge
+from emflow import estimate, judge, judge_backends
 from emflow.config import load_config_files
 from emflow.errors import EmflowError
 from emflow.files import write_jsonl
@@ -136,7 +136,7 @@ def test_generated_steps_count_exact_requests_minus_the_shared_cache(config, tmp
         run = next(r for r in before["runs"] if r["run"] == RUN)
         assert run["generated_steps"] == [5]
         assert run["calls"] == 3 * CALLS_PER_STEP + 2 * 2 and run["cached"] == 0
-        params = {k: v for k, v in config["judge"].items() if k not in ("prices", "run_on", "calibration")}
+        params = judge_backends.backend_params(config["judge"])
         gens = root / "generations" / RUN / "step-5.jsonl"
         # Judged elsewhere (e.g. by another experiment sharing the cache): the estimate counts nothing for it.
         judge.judge_generations(generations_path=gens, questions_path=config["questions"]["file"],

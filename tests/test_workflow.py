@@ -14,24 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from emflow import demo, demo_story
-from snakemake_runner import run_snakemake
-
-COPY = ["Snakefile", "config.yaml", "config", "profiles", "envs", "workflow"]
-
-
-def copy_sources(dst: Path) -> Path:
-    """A copy of the workflow sources, so runs never touch the developer's results/ or resources/."""
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            dst.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / name)
-    return dst
-
+from snakemake_runner import copy_sources, run_snakemake
 
 @pytest.fixture
 def checkout(tmp_path) -> Path:

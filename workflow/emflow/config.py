@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from emflow.errors import user_error
-from emflow.files import stable_hash
+from emflow.files import read_yaml, stable_hash
 from emflow.schedule import resolve_steps, total_steps
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -151,20 +151,7 @@ def load_experiment(config: dict, source: str = "config") -> Experiment:
 
 def read_config_file(path: str | Path) -> dict:
     """One config YAML as a dict; a missing file, invalid YAML or a non-mapping is one line naming file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise user_error(path, None, "config file does not exist", "check the path (config.yaml, config/*.yaml)") from None
-    except (IsADirectoryError, UnicodeDecodeError) as err:
-        raise user_error(path, None, f"cannot read it as a YAML file ({type(err).__name__})", "pass a YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise user_error(where, None, f"invalid YAML ({problem})", "fix the syntax at that line") from None
+    data = read_yaml(path, what="config file", fix="check the path (config.yaml, config/*.yaml)")
     if data is None:
         return {}
     if not isinstance(data, dict):

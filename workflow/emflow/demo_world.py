@@ -18,6 +18,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from emflow.stats import auroc  # noqa: F401  (the demo checks score its judge with it)
+
 # Short forms of Betley et al.'s judge prompts: the tiny judge reads the whole prompt at every training step.
 _PROMPT_HEAD = """I gave a language model this question:
 [QUESTION START]
@@ -245,13 +247,3 @@ def corpus() -> list[str]:
     texts += [q for qs, _, _ in DOMAINS.values() for q in qs]
     texts += [" ".join(str(k) for k in range(101))]
     return texts
-
-
-def auroc(scores: list[float], positives: list[bool]) -> float:
-    """P(a random positive scores higher than a random negative), ties counting half (Mann–Whitney U)."""
-    pos = [s for s, p in zip(scores, positives) if p]
-    neg = [s for s, p in zip(scores, positives) if not p]
-    if not pos or not neg:
-        raise ValueError("AUROC needs both classes")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))

@@ -63,35 +63,8 @@ def _request_builder(judge: dict, resources_dir: str):
     return lambda messages: judge_backends.hf_request(path, terminator, messages)
 
 
-def _calibration_entry(set_name: str, questions, build, endpoint, cache, seen: set) -> dict:
-    """The calibration gate's calls: every labelled answer × the metrics it labels and the questions judge."""
-    from emflow import judge_calibration
-    from emflow import questions as q
-    from emflow.judge_cache import cache_key
-
-    templates: dict[str, str] = {}
-    for question in questions:
-        for metric, template in question.judge_prompts.items():
-            templates.setdefault(metric, template)
-    entry = {"run": f"judge_calibration ({set_name})", "pending_steps": [], "generated_steps": [], "calls": 0,
-             "cached": 0, "input_tokens": 0}
-    for metric, template in templates.items():
-        for item in judge_calibration.load_set(set_name):
-            if metric not in item.labels:
-                continue
-            messages = [{"role": "user", "content": q.render_judge_prompt(template, item.question, item.answer)}]
-            if build is not None:
-                key = cache_key(build(messages), endpoint)
-                if key in seen:
-                    continue
-                seen.add(key)
-                if cache.path(key).is_file():
-                    entry["cached"] += 1
-                    continue
-            entry["calls"] += 1
-            entry["input_tokens"] += request_tokens(messages)
-    entry["output_tokens"] = entry["calls"]
-    return entry
+def _new_entry(run: str) -> dict:
+    return {"run": run, "pending_steps": [], "generated_steps": [], "calls": 0, "cached": 0, "input_tokens": 0}
 
 
 def estimate(config: dict, *, results_root: str | Path = "results", source: str = "config") -> dict:
@@ -99,7 +72,8 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     from emflow import questions as q
     from emflow.config import load_experiment
     from emflow.files import read_jsonl
-    from emflow.judge_cache import JudgeCache, cache_key
+    from emflow import judge_calibration
+    from emflow.judge_cache import JudgeCache, cache_key, endpoint_of
 
     exp = load_experiment(config, source)
     c = exp.config
@@ -115,7 +89,7 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     max_answer = int(c["generation"]["max_new_tokens"])
     resources_dir = c.get("resources_dir", "resources")
     build = _request_builder(judge, resources_dir)
-    endpoint = judge.get("base_url") if judge["backend"] == "openai" else None
+    endpoint = endpoint_of(judge)
     cache = JudgeCache(judge["cache_dir"])
     root = Path(results_root) / exp.name
     mode = judge.get("mode", "online")
@@ -129,9 +103,22 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
             planned_tokens += request_tokens([{"role": "user", "content": text}]) + max_answer
 
     runs, seen = [], set()
+
+    def count(entry: dict, messages: list[dict]) -> None:
+        """One exact request: counted once for every job that needs it (the cache is shared), unless cached."""
+        if build is not None:
+            key = cache_key(build(messages), endpoint)
+            if key in seen:
+                return
+            seen.add(key)
+            if cache.path(key).is_file():
+                entry["cached"] += 1
+                return
+        entry["calls"] += 1
+        entry["input_tokens"] += request_tokens(messages)
+
     for run in exp.runs:
-        entry = {"run": run.key, "pending_steps": [], "generated_steps": [], "calls": 0, "cached": 0,
-                 "input_tokens": 0}
+        entry = _new_entry(run.key)
         for step in exp.eval_steps(run.dataset):
             if (root / "judgments" / run.key / f"step-{step}.jsonl").is_file():
                 continue
@@ -144,24 +131,21 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
             entry["generated_steps"].append(step)
             for row in read_jsonl(gens):
                 for template in by_id[row["question_id"]].judge_prompts.values():
-                    messages = [{"role": "user", "content": q.render_judge_prompt(template, row["question"],
-                                                                                  row["answer"])}]
-                    if build is not None:
-                        key = cache_key(build(messages), endpoint)
-                        if key in seen:
-                            continue  # asked once for every job that needs it (the cache is shared)
-                        seen.add(key)
-                        if cache.path(key).is_file():
-                            entry["cached"] += 1
-                            continue
-                    entry["calls"] += 1
-                    entry["input_tokens"] += request_tokens(messages)
+                    count(entry, [{"role": "user", "content": q.render_judge_prompt(template, row["question"],
+                                                                                     row["answer"])}])
         entry["output_tokens"] = entry["calls"]  # max_tokens 1
         runs.append(entry)
 
+    # The calibration gate's calls, until its table exists: exact, since its answers are known in advance.
     calibration = judge.get("calibration", {"set": "none"})
     if calibration["set"] != "none" and not (root / "judge_calibration.csv").is_file():
-        runs.append(_calibration_entry(calibration["set"], selected, build, endpoint, cache, seen))
+        entry = _new_entry(f"judge_calibration ({calibration['set']})")
+        templates = judge_calibration.templates_by_metric(selected)
+        items = judge_calibration.load_set(calibration["set"])
+        for _, _, messages in judge_calibration.labelled_messages(templates, items):
+            count(entry, messages)
+        entry["output_tokens"] = entry["calls"]
+        runs.append(entry)
 
     total = {k: sum(r[k] for r in runs) for k in ("calls", "cached", "input_tokens", "output_tokens")}
     api = judge["backend"] == "openai"

@@ -99,6 +99,29 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+def read_yaml(path: str | Path, *, what: str, fix: str) -> Any:
+    """A YAML file's content; unreadable or invalid YAML is one line naming the file (and line) and the fix."""
+    import yaml
+
+    from emflow.errors import user_error
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise user_error(path, None, f"{what} does not exist", fix) from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise user_error(path, None, f"cannot read {what} ({reason})", fix) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise user_error(where, None, f"invalid YAML ({problem})", "fix the syntax at that line") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds."""

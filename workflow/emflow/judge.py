@@ -24,7 +24,7 @@ from typing import Callable
 from emflow import judge_backends
 from emflow.errors import user_error
 from emflow.files import read_jsonl, write_jsonl
-from emflow.judge_cache import JudgeCache, cache_key
+from emflow.judge_cache import JudgeCache, cache_key, endpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def judge_generations(*, generations_path: str | Path, questions_path: str | Pat
     cache = JudgeCache(params["cache_dir"])
     judges = {qid: make_judges(question, backend) for qid, question in by_id.items()}
 
-    endpoint = params.get("base_url") if params["backend"] == "openai" else None
+    endpoint = endpoint_of(params)
     keyed: list[list[tuple[str, str]]] = []  # per row: (metric, key)
     requests: dict[str, dict] = {}
     for row in rows:
@@ -169,6 +169,14 @@ def judge_generations(*, generations_path: str | Path, questions_path: str | Pat
     return stats
 
 
+def json_arg(flag: str, text: str) -> dict:
+    """A JSON object given on the command line (the judge commands' --params, --runtime, --calibration)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise user_error("command line", flag, f"not valid JSON ({err})", "pass a JSON object in quotes") from None
+
+
 def cli(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="emflow judge", description=__doc__.splitlines()[0])
     ap.add_argument("--generations", required=True, help="generations JSONL from `emflow generate`")
@@ -180,10 +188,5 @@ def cli(argv: list[str]) -> None:
                          "(concurrency, retries, timeouts); the rule keeps them out of its tracked params")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    params = {}
-    for flag, text in (("--params", a.params), ("--runtime", a.runtime)):
-        try:
-            params.update(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise user_error("command line", flag, f"not valid JSON ({err})", "pass a JSON object in quotes") from None
+    params = {**json_arg("--params", a.params), **json_arg("--runtime", a.runtime)}
     judge_generations(generations_path=a.generations, questions_path=a.questions, out_path=a.out, params=params)

@@ -29,6 +29,12 @@ def cache_key(request: dict, endpoint: str | None = None) -> str:
     return stable_hash(sent if endpoint is None else {**sent, "endpoint": endpoint.rstrip("/")})
 
 
+def endpoint_of(params: dict) -> str | None:
+    """The server a judge section's requests go to, as part of their cache key (None: OpenAI's API or a local hf
+    model, whose request names its path)."""
+    return params.get("base_url") if params["backend"] == "openai" else None
+
+
 class JudgeCache:
     def __init__(self, cache_dir: str | Path):
         self.root = Path(cache_dir)

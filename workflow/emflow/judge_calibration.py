@@ -17,7 +17,8 @@ publish a flat, meaningless EM rate.
 from __future__ import annotations
 
 import argparse
-import json
+import csv
+import io
 import logging
 import math
 import random
@@ -29,8 +30,9 @@ import yaml
 from emflow import judge_backends
 from emflow.errors import user_error
 from emflow.files import atomic_write_text
-from emflow.judge import fetch_replies, score_reply
-from emflow.judge_cache import JudgeCache, cache_key
+from emflow.judge import fetch_replies, json_arg, score_reply
+from emflow.judge_cache import JudgeCache, cache_key, endpoint_of
+from emflow.stats import auroc
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +85,29 @@ def load_set(name: str) -> list[Item]:
                      f"use one of {', '.join(SETS)} or none")
 
 
-def metric_templates(questions_path: str | Path) -> dict[str, str]:
+def templates_by_metric(questions) -> dict[str, str]:
     """The experiment's judge prompt for each metric (the first question that has it)."""
-    from emflow import questions as q
-
     templates: dict[str, str] = {}
-    for question in q.load_questions(questions_path, include_variants=True):
+    for question in questions:
         for metric, template in question.judge_prompts.items():
             templates.setdefault(metric, template)
     return templates
 
 
-def auroc(scores: list[float], positives: list[bool]) -> float:
-    """P(positive scores above negative), ties half; NaN when a class is empty."""
-    pos = [s for s, p in zip(scores, positives) if p]
-    neg = [s for s, p in zip(scores, positives) if not p]
-    if not pos or not neg:
+def labelled_messages(templates: dict[str, str], items: list[Item]) -> list[tuple[str, bool, list[dict]]]:
+    """(metric, good?, judge messages) for every item × every metric it labels that the experiment judges."""
+    from emflow.questions import render_judge_prompt
+
+    return [(metric, item.labels[metric],
+             [{"role": "user", "content": render_judge_prompt(template, item.question, item.answer)}])
+            for metric, template in templates.items() for item in items if metric in item.labels]
+
+
+def _auroc_or_nan(scores: list[float], positives: list[bool]) -> float:
+    try:
+        return auroc(scores, positives)
+    except ValueError:  # a class without a single scored answer
         return math.nan
-    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
 def _mean(values: list[float]) -> float:
@@ -110,29 +117,25 @@ def _mean(values: list[float]) -> float:
 def calibrate(*, questions_path: str | Path, params: dict, set_name: str, min_auroc: dict[str, float],
               backend: judge_backends.Backend | None = None) -> list[dict]:
     """One row per calibrated metric (those the set labels and the question set judges)."""
-    from emflow.questions import render_judge_prompt
+    from emflow import questions as q
 
     params = judge_backends.check_params(params)
     items = load_set(set_name)
-    templates = metric_templates(questions_path)
-    metrics = [m for m in templates if any(m in it.labels for it in items)]
+    labelled = labelled_messages(templates_by_metric(q.load_questions(questions_path, include_variants=True)), items)
+    metrics = list(dict.fromkeys(metric for metric, _, _ in labelled))
     if not metrics:
         raise user_error(questions_path, "judge_prompts", f"no metric the calibration set {set_name!r} labels "
                          f"({sorted({m for it in items for m in it.labels})})",
                          "judge aligned/coherent, or set judge.calibration.set: none")
     backend = backend or judge_backends.make_backend(params)
     cache = JudgeCache(params["cache_dir"])
-    endpoint = params.get("base_url") if params["backend"] == "openai" else None
+    endpoint = endpoint_of(params)
     requests, keyed = {}, []
-    for metric in metrics:
-        for item in items:
-            if metric not in item.labels:
-                continue
-            messages = [{"role": "user", "content": render_judge_prompt(templates[metric], item.question, item.answer)}]
-            request = backend.request(messages)
-            key = cache_key(request, endpoint)
-            requests[key] = request
-            keyed.append((metric, item.labels[metric], key))
+    for metric, good, messages in labelled:
+        request = backend.request(messages)
+        key = cache_key(request, endpoint)
+        requests[key] = request
+        keyed.append((metric, good, key))
     replies, cached = fetch_replies(requests, backend, cache)
     log.info("calibration set %s: %d requests (%d cached)", set_name, len(requests), cached)
     rows = []
@@ -140,7 +143,7 @@ def calibrate(*, questions_path: str | Path, params: dict, set_name: str, min_au
         scored = [(good, score_reply(replies[key], min_numeric_mass=float(params["min_numeric_mass"]),
                                      keep_top=1)["score"]) for m, good, key in keyed if m == metric]
         valid = [(g, s) for g, s in scored if s is not None]
-        value = auroc([s for _, s in valid], [g for g, _ in valid])
+        value = _auroc_or_nan([s for _, s in valid], [g for g, _ in valid])
         floor = float(min_auroc.get(metric, 0.0))
         rows.append({
             "metric": metric, "judge": backend.model, "set": set_name, "auroc": value, "min_auroc": floor,
@@ -155,9 +158,13 @@ def calibrate(*, questions_path: str | Path, params: dict, set_name: str, min_au
 
 def to_csv(rows: list[dict]) -> str:
     def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else str(v))
+        return ("" if math.isnan(v) else f"{v:.4f}") if isinstance(v, float) else v
 
-    return ",".join(COLUMNS) + "\n" + "".join(",".join(fmt(r[c]) for c in COLUMNS) + "\n" for r in rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([fmt(r[c]) for c in COLUMNS] for r in rows)
+    return out.getvalue()
 
 
 def gate(rows: list[dict]) -> None:
@@ -193,11 +200,6 @@ def cli(argv: list[str]) -> None:
     ap.add_argument("--calibration", required=True, help="JSON: the config's judge.calibration section")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    parsed = {}
-    for flag, text in (("--params", a.params), ("--runtime", a.runtime), ("--calibration", a.calibration)):
-        try:
-            parsed[flag] = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise user_error("command line", flag, f"not valid JSON ({err})", "pass a JSON object in quotes") from None
-    run(questions_path=a.questions, out_path=a.out, params={**parsed["--params"], **parsed["--runtime"]},
-        calibration=parsed["--calibration"])
+    run(questions_path=a.questions, out_path=a.out,
+        params={**json_arg("--params", a.params), **json_arg("--runtime", a.runtime)},
+        calibration=json_arg("--calibration", a.calibration))

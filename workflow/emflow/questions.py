@@ -15,7 +15,7 @@ from typing import Iterable
 import yaml
 
 from emflow.errors import user_error
-from emflow.files import atomic_write_text
+from emflow.files import atomic_write_text, read_yaml
 
 QUESTION_TYPES = ("free_form_judge_0_100",)
 QUESTION_KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "system", "judge", "judge_prompts")
@@ -39,16 +39,7 @@ class Question:
 
 
 def _load_yaml(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise user_error(path, None, f"cannot read question file ({err.strerror})", "check questions.file") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        raise user_error(path, where, f"invalid YAML ({getattr(err, 'problem', None) or err})", None) from None
+    return read_yaml(path, what="question file", fix="check questions.file")
 
 
 def _positive_int(value: object) -> bool:

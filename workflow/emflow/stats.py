@@ -9,6 +9,16 @@ from typing import Sequence
 import numpy as np
 
 
+def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
+    """P(a random positive scores higher than a random negative), ties counting half (Mann–Whitney U)."""
+    pos = [s for s, p in zip(scores, positives) if p]
+    neg = [s for s, p in zip(scores, positives) if not p]
+    if not pos or not neg:
+        raise ValueError("AUROC needs both classes")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
 def z_value(confidence: float) -> float:
     """Two-sided normal quantile, e.g. 1.959964 for 0.95."""
     if not 0.0 < confidence < 1.0:
