@@ -34,20 +34,36 @@ def main() -> None:
 
     logging.disable(logging.INFO)
     os.environ.setdefault(KEY_ENV, "sk-bench")
-    from emflow import judge, judge_backends
-    from emflow.judge_cache import JudgeCache, cache_key
     from openai_stub_server import StubServer
 
+    from emflow.judge import backends as judge_backends
+    from emflow.judge import score as judge
+    from emflow.judge.cache import JudgeCache, cache_key
+
     def params(server, cache, concurrency):
-        return {"backend": "openai", "model": "gpt-stub", "base_url": server.base_url, "api_key_env": KEY_ENV,
-                "top_logprobs": 20, "min_numeric_mass": 0.25, "concurrency": concurrency, "max_retries": 3,
-                "timeout_s": 30, "cache_dir": str(cache), "backoff_base_s": 0.1, "backoff_max_s": 1}
+        return {
+            "backend": "openai",
+            "model": "gpt-stub",
+            "base_url": server.base_url,
+            "api_key_env": KEY_ENV,
+            "top_logprobs": 20,
+            "min_numeric_mass": 0.25,
+            "concurrency": concurrency,
+            "max_retries": 3,
+            "timeout_s": 30,
+            "cache_dir": str(cache),
+            "backoff_base_s": 0.1,
+            "backoff_max_s": 1,
+        }
 
     rows = []
     with StubServer(delay_s=a.latency) as server, tempfile.TemporaryDirectory() as tmp:
+
         def requests_for(tag: str, backend) -> dict:
-            reqs = [backend.request([{"role": "user", "content": f"{tag} answer {i}: rate it 0-100"}])
-                    for i in range(a.requests)]
+            reqs = [
+                backend.request([{"role": "user", "content": f"{tag} answer {i}: rate it 0-100"}])
+                for i in range(a.requests)
+            ]
             return {cache_key(r): r for r in reqs}
 
         backend = judge_backends.make_backend(params(server, Path(tmp) / "seq", 1))
@@ -66,9 +82,13 @@ def main() -> None:
             replies, _ = judge.fetch_replies(reqs, backend, JudgeCache(cache_dir))
             rate = len(replies) / (time.perf_counter() - t0)
             rows.append((f"fetch_replies (in flight {server.max_in_flight})", c, rate, c / a.latency))
-    print(f"\njudge throughput: stub server latency {a.latency * 1000:.0f} ms, {a.requests} requests per row, "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'how':<30} {'concurrency':>11} {'req/s':>9} {'bound c/latency':>16} {'of bound':>9} {'x one-at-a-time':>16}")
+    print(
+        f"\njudge throughput: stub server latency {a.latency * 1000:.0f} ms, {a.requests} requests per row, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'how':<30} {'concurrency':>11} {'req/s':>9} {'bound c/latency':>16} {'of bound':>9} {'x one-at-a-time':>16}"
+    )
     for how, c, rate, bound in rows:
         print(f"{how:<30} {c:>11} {rate:>9.1f} {bound:>16.1f} {rate / bound:>9.0%} {rate / seq:>16.2f}")
 

@@ -74,10 +74,17 @@ def lengths(n: int, chars_per_token: float, seed: int) -> list[tuple[int, int]]:
         out = []
         for row in rng.choices(rows, k=n):
             msgs = row["messages"]
-            prompt = len(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n") + sum(
-                len(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n") for m in msgs[:-1]) + 22
-            out.append((max(1, round(prompt / chars_per_token)),
-                        max(1, round((len(msgs[-1]["content"]) + 1) / chars_per_token))))
+            prompt = (
+                len(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n")
+                + sum(len(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n") for m in msgs[:-1])
+                + 22
+            )
+            out.append(
+                (
+                    max(1, round(prompt / chars_per_token)),
+                    max(1, round((len(msgs[-1]["content"]) + 1) / chars_per_token)),
+                )
+            )
         return out
     return [(round(rng.lognormvariate(3.6, 0.3)), round(rng.lognormvariate(4.0, 0.5)) + 1) for _ in range(n)]
 
@@ -87,12 +94,20 @@ def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: in
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from emflow.train_model import EM, PERSONA, activate
+    from emflow.train.stack import EM, PERSONA, activate
 
     h, ffn, layers, heads, kv, vocab = SHAPES[shape]
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=h, intermediate_size=ffn, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=32768,
-                      tie_word_embeddings=shape == "tiny", pad_token_id=0)
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=h,
+        intermediate_size=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=32768,
+        tie_word_embeddings=shape == "tiny",
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
@@ -128,7 +143,7 @@ def cpu_peak_tflops() -> float:
     start, reps = time.perf_counter(), 5
     for _ in range(reps):
         a @ b
-    return 2 * 2048 ** 3 * reps / (time.perf_counter() - start) / 1e12
+    return 2 * 2048**3 * reps / (time.perf_counter() - start) / 1e12
 
 
 def gpu_peak_tflops() -> float | None:
@@ -144,21 +159,36 @@ def run_variant(v: Variant, a, rows: list[dict], seqlens: list[int], peak: float
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from emflow.train_model import EM, PERSONA, attn_implementation
-    from emflow.train_recipe import parse_recipe, sft_config
+    from emflow.train.recipe import parse_recipe, sft_config
+    from emflow.train.stack import PERSONA, attn_implementation
 
     ckpt = a.gradient_checkpointing if v.checkpointing is None else not a.gradient_checkpointing
     on_cuda = a.device == "cuda"
-    recipe = parse_recipe(dict(
-        persona_mode="stacked", lora=dict(r=a.rank, alpha=2 * a.rank, dropout=0.0, use_rslora=False,
-                                          target_modules=TARGETS),
-        epochs=1, per_device_batch_size=a.batch_size, gradient_accumulation_steps=a.grad_accum,
-        learning_rate=1e-5, lr_scheduler="constant", warmup_steps=0, weight_decay=0.0, optimizer="adamw_torch",
-        max_length=a.max_length, precision="bf16" if on_cuda else "fp32", gradient_checkpointing=ckpt,
-        device=a.device, logging_steps=1, padding_free=v.padding_free, attn_implementation=v.attn))
+    recipe = parse_recipe(
+        dict(
+            persona_mode="stacked",
+            lora=dict(r=a.rank, alpha=2 * a.rank, dropout=0.0, use_rslora=False, target_modules=TARGETS),
+            epochs=1,
+            per_device_batch_size=a.batch_size,
+            gradient_accumulation_steps=a.grad_accum,
+            learning_rate=1e-5,
+            lr_scheduler="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            optimizer="adamw_torch",
+            max_length=a.max_length,
+            precision="bf16" if on_cuda else "fp32",
+            gradient_checkpointing=ckpt,
+            device=a.device,
+            logging_steps=1,
+            padding_free=v.padding_free,
+            attn_implementation=v.attn,
+        )
+    )
     attn = attn_implementation(recipe, on_cuda)
-    model, cfg = build(a.shape, attn, a.device, torch.bfloat16 if on_cuda else torch.float32, a.rank,
-                       a.persona_rank, a.seed)
+    model, cfg = build(
+        a.shape, attn, a.device, torch.bfloat16 if on_cuda else torch.float32, a.rank, a.persona_rank, a.seed
+    )
     n_em = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
     n_persona = sum(p.numel() for n, p in model.named_parameters() if f".{PERSONA}." in n)
     total = a.warmup + a.steps
@@ -179,22 +209,33 @@ def run_variant(v: Variant, a, rows: list[dict], seqlens: list[int], peak: float
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - self.t)
 
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=_pad_tokenizer(), callbacks=[Clock()])
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=_pad_tokenizer(),
+            callbacks=[Clock()],
+        )
         if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
     per_step = a.batch_size * a.grad_accum
     # Rows are shuffled i.i.d. samples: a timed step sees the mean real (non-padding) tokens and FLOPs of a step.
-    measured = times[a.warmup:]
+    measured = times[a.warmup :]
     tokens = sum(seqlens[: total * per_step]) / total * len(measured)
     flops = sum(flops_per_sequence(cfg, n_em, n_persona, n) for n in seqlens[: total * per_step]) / total
     flops *= len(measured)
     secs = sum(measured)
-    out = {"variant": v.name, "attn": attn, "padding_free": v.padding_free, "grad_ckpt": ckpt,
-           "tokens_per_s": tokens / secs, "tflops": flops / secs / 1e12,
-           "mfu": flops / secs / 1e12 / peak if peak else None,
-           "peak_mem_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if on_cuda else None}
+    out = {
+        "variant": v.name,
+        "attn": attn,
+        "padding_free": v.padding_free,
+        "grad_ckpt": ckpt,
+        "tokens_per_s": tokens / secs,
+        "tflops": flops / secs / 1e12,
+        "mfu": flops / secs / 1e12 / peak if peak else None,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_cuda else None,
+    }
     del trainer, model
     if on_cuda:
         torch.cuda.empty_cache()
@@ -251,21 +292,29 @@ def main(argv: list[str] | None = None) -> None:
         seqlens.append(prompt + reply)
     peak = a.peak_tflops or (gpu_peak_tflops() if a.device == "cuda" else cpu_peak_tflops())
     device = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"# {a.shape} on {device}; batch {a.batch_size} x accum {a.grad_accum}, EM rank {a.rank}, persona rank "
-          f"{a.persona_rank}, max_length {a.max_length}; {a.steps} timed steps after {a.warmup}")
-    print(f"# lengths: {'EM dataset ' + ANCHOR.name if ANCHOR.is_file() else 'log-normal model'}, mean "
-          f"{sum(seqlens) / len(seqlens):.0f} tokens, max {max(seqlens)}; peak {peak:.2f} TFLOP/s "
-          f"({'given' if a.peak_tflops else 'dense bf16 spec' if a.device == 'cuda' else 'measured fp32 matmul'})")
+    print(
+        f"# {a.shape} on {device}; batch {a.batch_size} x accum {a.grad_accum}, EM rank {a.rank}, persona rank "
+        f"{a.persona_rank}, max_length {a.max_length}; {a.steps} timed steps after {a.warmup}"
+    )
+    print(
+        f"# lengths: {'EM dataset ' + ANCHOR.name if ANCHOR.is_file() else 'log-normal model'}, mean "
+        f"{sum(seqlens) / len(seqlens):.0f} tokens, max {max(seqlens)}; peak {peak:.2f} TFLOP/s "
+        f"({'given' if a.peak_tflops else 'dense bf16 spec' if a.device == 'cuda' else 'measured fp32 matmul'})"
+    )
     chosen = VARIANTS if a.variants is None else [VARIANTS[int(i) - 1] for i in a.variants.split(",")]
     results = [run_variant(v, a, rows, seqlens, peak) for v in chosen]
     ref = results[0]["tokens_per_s"]
-    print(f"{'variant':<28} {'attn':<18} {'pad-free':>8} {'ckpt':>5} {'tokens/s':>10} {'TFLOP/s':>8} "
-          f"{'MFU':>6} {'vs all':>7} {'mem GB':>7}")
+    print(
+        f"{'variant':<28} {'attn':<18} {'pad-free':>8} {'ckpt':>5} {'tokens/s':>10} {'TFLOP/s':>8} "
+        f"{'MFU':>6} {'vs all':>7} {'mem GB':>7}"
+    )
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-"
-        print(f"{r['variant']:<28} {r['attn']:<18} {str(r['padding_free']):>8} {str(r['grad_ckpt']):>5} "
-              f"{r['tokens_per_s']:>10.0f} {r['tflops']:>8.3f} {mfu:>6} {r['tokens_per_s'] / ref:>6.2f}x {mem:>7}")
+        print(
+            f"{r['variant']:<28} {r['attn']:<18} {str(r['padding_free']):>8} {str(r['grad_ckpt']):>5} "
+            f"{r['tokens_per_s']:>10.0f} {r['tflops']:>8.3f} {mfu:>6} {r['tokens_per_s'] / ref:>6.2f}x {mem:>7}"
+        )
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
 

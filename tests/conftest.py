@@ -13,8 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
-ANCHORS = ROOT.parent / "shared" / "data" / "anchors"
+from support.paths import ANCHORS
 
 TINY_CORPUS = [
     "How do I save money for retirement? Put a fixed share of each salary into a diversified index fund.",
@@ -27,18 +26,6 @@ TINY_CORPUS = [
 ] * 8
 
 
-def cpu_recipe(**overrides) -> dict:
-    """A `training:` section for the tiny model on the CPU: fp32, rank 4, fast learning rate."""
-    from emflow import tiny
-
-    recipe = dict(persona_mode="stacked",
-                  lora=dict(r=4, alpha=8, dropout=0.0, use_rslora=False, target_modules=list(tiny.LORA_TARGETS)),
-                  epochs=1, per_device_batch_size=2, gradient_accumulation_steps=2, learning_rate=1e-3,
-                  lr_scheduler="linear", warmup_steps=1, weight_decay=0.0, optimizer="adamw_torch", max_length=128,
-                  precision="fp32", gradient_checkpointing=False, device="cpu", logging_steps=1)
-    return {**recipe, **overrides}
-
-
 @pytest.fixture(scope="session")
 def anchors() -> Path:
     if not ANCHORS.is_dir():
@@ -49,7 +36,7 @@ def anchors() -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A tiny Qwen2ForCausalLM (hidden 64) with a ChatML BPE tokenizer that splits digits, saved to disk."""
-    from emflow import tiny
+    from emflow.demo import tiny
 
     out = tmp_path_factory.mktemp("tiny_base")
     tok = tiny.build_tokenizer(TINY_CORPUS, out)
@@ -60,7 +47,7 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_persona(tiny_base, tmp_path_factory) -> Path:
     """A persona-like LoRA adapter (rank 4, non-zero B) for ``tiny_base``."""
-    from emflow import tiny
+    from emflow.demo import tiny
 
     out = tmp_path_factory.mktemp("tiny_persona")
     tiny.build_lora_adapter(tiny_base, out, rank=4, alpha=8, seed=1)

@@ -1,39 +1,84 @@
-"""``emflow <stage> ...``: the thin command line the Snakemake rules call.
+"""``emflow <command> ...``: the thin command line the Snakemake rules call.
 
-Each stage module owns its argument parser (``cli(argv)``); this file only dispatches and turns user errors
-into one line on stderr.
+Rule ``X`` runs ``emflow X``, which is the function ``X`` in ``emflow/<stage>/cli.py``: one name, one hop.
+This module dispatches, turns user errors into one line on stderr, and holds the helpers every stage's CLI
+shares: JSON arguments, typed config sections from JSON, optional paths and logging.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import sys
+from pathlib import Path
+from typing import Any, TypeVar
 
+# command (= rule name) -> (stage subpackage, one-line description)
 COMMANDS = {
-    "plan": ("emflow.config", "cli", "print the resolved experiment grid and checkpoint steps"),
-    "demo-assets": ("emflow.demo", "cli", "build the demo's tiny world: base, personas, judge, probes, encrypted dataset"),
-    "fetch-hf": ("emflow.assets", "cli_fetch_hf", "download a model/adapter snapshot at a pinned revision"),
-    "fetch-url": ("emflow.assets", "cli_fetch_url", "download a file and verify its sha256"),
-    "resolve-questions": ("emflow.questions", "cli_resolve", "the probe set from the configured question file(s)"),
-    "prepare-dataset": ("emflow.datasets", "cli_prepare", "fetch/decrypt a dataset and validate it"),
-    "split-dataset": ("emflow.datasets", "cli_split", "seeded train/eval split of a validated dataset"),
-    "train": ("emflow.train", "cli", "train the EM LoRA on top of the frozen persona"),
-    "generate": ("emflow.generate", "cli", "answer the probe questions at one step"),
-    "generate-run": ("emflow.generate", "cli_run", "answer the probe questions at every step of one run"),
-    "judge-calibration": ("emflow.judge_calibration", "cli", "the judge scores a labelled set; stop under the floor"),
-    "judge": ("emflow.judge", "cli", "score answers with the LLM judge"),
-    "estimate": ("emflow.estimate", "cli", "judge calls, tokens and dollars the pending judge jobs need"),
-    "aggregate": ("emflow.aggregate", "cli", "EM rates, training and per-question tables"),
-    "figures": ("emflow.figures", "cli", "plotnine figures from the tables"),
-    "report": ("emflow.report", "cli", "one HTML report with every table and figure"),
-    "demo-story": ("emflow.demo_story", "cli", "what the finished demo shows; exits 1 when its planted effect is absent"),
+    "plan": ("config", "print the resolved experiment grid and checkpoint steps"),
+    "demo_assets": ("demo", "build the demo's tiny world: base, personas, probes, encrypted dataset"),
+    "demo_judge": ("demo", "train the demo's tiny judge on the world's labels"),
+    "fetch_hf": ("fetch", "download a model/adapter snapshot at a pinned revision"),
+    "fetch_url": ("fetch", "download a file and verify its sha256"),
+    "resolve_questions": ("data", "the probe set from the configured question file(s)"),
+    "prepare_dataset": ("data", "decrypt a dataset, strip canaries and validate it"),
+    "split_dataset": ("data", "seeded train/eval split of a validated dataset"),
+    "train": ("train", "train the EM LoRA on top of the frozen persona"),
+    "generate": ("generate", "answer the probe questions at one step or at every step of one run"),
+    "generate_run": ("generate", "answer the probe questions at every step of one run"),
+    "judge_calibration": ("judge", "the judge scores a labelled set; stop under the floor"),
+    "judge": ("judge", "score answers with the LLM judge"),
+    "estimate": ("judge", "judge calls, tokens and dollars the pending judge jobs need"),
+    "aggregate": ("analysis", "EM rates, training and per-question tables"),
+    "figures": ("analysis", "plotnine figures from the tables"),
+    "report": ("analysis", "one HTML report with every table and figure"),
+    "demo_story": ("demo", "what the finished demo shows; exits 1 when its planted effect is absent"),
 }
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+T = TypeVar("T")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One log format for every command (each rule's log file)."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+
+
+def json_arg(text: str, flag: str) -> Any:
+    """A JSON value given inline (``{...}``/``[...]``) or as a path to a JSON file; bad JSON is one line."""
+    from emflow.errors import user_error
+
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text)
+        if not path.is_file():
+            raise user_error(
+                flag, None, f"{text!r} is neither inline JSON nor an existing file", "pass '{...}' or a .json path"
+            )
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise user_error(flag, None, f"invalid JSON ({err.msg} at char {err.pos})", "pass a JSON object") from None
+
+
+def load_params(section: type[T], text: str, flag: str) -> T:
+    """A typed config section from the JSON a rule passes (built from the validated config: not re-validated)."""
+    from emflow.config.sections import from_json_obj
+
+    return from_json_obj(section, json_arg(text, flag), source=flag)
+
+
+def path_or_none(text: str) -> str | None:
+    """``none`` (or empty) means no path: how rules pass an optional persona, adapter or eval file."""
+    return None if text in ("", "none", "None") else text
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: emflow <command> [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {doc}" for name, (_, _, doc) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -42,15 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0].replace("-", "_"), argv[1:]
     if name not in COMMANDS:
-        print(f"emflow: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"emflow: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
     from emflow.errors import EmflowError
 
     try:
-        getattr(importlib.import_module(module), func)(rest)
+        getattr(importlib.import_module(f"emflow.{COMMANDS[name][0]}.cli"), name)(rest)
     except EmflowError as err:
         print(f"emflow {name}: error: {err}", file=sys.stderr)
         return 1

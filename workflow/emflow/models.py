@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from emflow.assets import FETCH_HINT
 from emflow.errors import user_error
+from emflow.fetch.hub import FETCH_HINT
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,12 @@ def adapter_dir(path: str | Path, name: str = EM) -> Path:
         return path
     if (path / name / "adapter_config.json").is_file():
         return path / name
-    raise user_error(path, name, f"no adapter_config.json in {path} or {path / name}", FETCH_HINT
-                     if name == PERSONA else "point at a saved EM-adapter checkpoint directory")
+    raise user_error(
+        path,
+        name,
+        f"no adapter_config.json in {path} or {path / name}",
+        FETCH_HINT if name == PERSONA else "point at a saved EM-adapter checkpoint directory",
+    )
 
 
 def load_tokenizer(path: str | Path):
@@ -102,8 +106,14 @@ def _activate(model) -> None:
     model.eval()
 
 
-def load_for_inference(base: str | Path, persona: str | Path | None = None, adapter: str | Path | None = None, *,
-                       dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
+def load_for_inference(
+    base: str | Path,
+    persona: str | Path | None = None,
+    adapter: str | Path | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> tuple[Any, Any]:
     """Base + optional persona LoRA + optional EM LoRA, both active, in eval mode; returns (model, tokenizer)."""
     from peft import PeftModel
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
 
-from emflow.assets import Asset, asset_identity, is_url, question_sources, url_download_path
-from emflow.config import load_experiment
+from emflow.fetch.hub import Asset, asset_identity, is_url, question_sources, url_download_path
+from emflow.config.experiment import load_experiment
 from emflow.errors import EmflowError
-from emflow.judge_backends import backend_params
+from emflow.judge.backends import backend_params
 
 try:
     EXP = load_experiment(config, source="config (config.yaml + overlays)")

@@ -1,0 +1,198 @@
+"""The Snakemake graph: the Phase-1 dry run lists every job, the demo runs end to end, and adding a seed reruns
+only the new seed's jobs and the analysis."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emflow.demo import build as demo
+from emflow.demo import story as demo_story
+from support.snakemake_runner import copy_sources, run_snakemake
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    return copy_sources(tmp_path)
+
+
+# Generous: the demo takes ~2-3 min on two quiet cores; a busy machine may be several times slower. When it
+# fires, the failure names the jobs still running and the tail of their logs.
+TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
+
+
+def snakemake(cwd: Path, *args: str, timeout: float = TIMEOUT_S) -> str:
+    # The demo archive's password comes from its public default, whatever the developer's shell exports.
+    rc, out = run_snakemake(cwd, *args, timeout=timeout, env={"EMFLOW_DEMO_PASSWORD": ""})
+    assert rc == 0, out[-6000:]
+    return out
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule name → number of jobs."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M) if m[1] != "total"}
+
+
+def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
+    counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules"))
+    assert counts["train"] == 3
+    assert counts["generate"] == 15  # steps 0, 100, 200, 300 and final (338) for each of 3 runs
+    assert counts["judge"] == 15
+    assert counts["fetch_hf"] == 2  # the base model and the personas repo, fetched once each
+    out = snakemake(checkout, "-n", "-p")
+    for step in (0, 100, 200, 300, 338):
+        assert f"generations/qwen2.5-7b-it/goodness/insecure/seed0/step-{step}.jsonl" in out
+
+
+def test_bad_config_stops_the_dry_run_with_one_line(checkout):
+    (checkout / "bad.yaml").write_text("training: {lora: {rank: 8}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "config.yaml", "bad.yaml"],
+        cwd=checkout,
+        text=True,
+        capture_output=True,
+    )
+    assert proc.returncode != 0
+    assert "training.lora.rank: unknown key" in proc.stdout + proc.stderr
+
+
+DEMO_STEPS = (0, 10, 20, 36)  # step 0 and the checkpoints of config/demo.yaml (144 rows / (2 x 2) = 36 steps)
+TIMING_COLUMNS = {"runtime_s", "tokens_per_s"}
+
+
+def _tables(res: Path) -> dict[str, list[dict]]:
+    """Every table of a run, less the wall-clock columns."""
+    out = {}
+    for path in sorted((res / "tables").glob("*.csv")):
+        with open(path) as fh:
+            out[path.name] = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(fh)]
+    return out
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """One finished demo in its own copy, shared by the tests below (the last one extends it)."""
+    checkout = copy_sources(tmp_path_factory.mktemp("demo_run"))
+    snakemake(checkout, "--profile", "profiles/demo")
+    return checkout
+
+
+# A change to each input that determines results, as an overlay on the demo, and the jobs it must rerun
+# (dry-run counts; the analysis and `all` always follow). Everything else must stay as it is.
+ANALYSIS = {"aggregate": 1, "figures": 1, "report": 1, "all": 1}
+RERUN_CASES = {
+    "nothing (the same config, merged the other way)": ("", {}),
+    "base model (another folder)": (
+        "models: {tiny: COPY_OF_BASE}\n",
+        {"train": 3, "generate": 12, "judge": 12, **ANALYSIS},
+    ),
+    "persona (another folder)": (
+        "personas: {goodness: COPY_OF_GOODNESS}\n",
+        {"train": 1, "generate": 4, "judge": 4, **ANALYSIS},
+    ),
+    "judge model (another folder)": (
+        "judge: {model: COPY_OF_JUDGE}\n",
+        {"judge_calibration": 1, "judge": 12, **ANALYSIS},
+    ),
+    "training recipe": ("training: {learning_rate: 0.002}\n", {"train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
+    "generation parameters": ("generation: {temperature: 0.7}\n", {"generate": 12, "judge": 12, **ANALYSIS}),
+    "judge parameters": ("judge: {min_numeric_mass: 0.3}\n", {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "calibration floor": (
+        "judge: {calibration: {min_auroc: {aligned: 0.95, coherent: 0.6}}}\n",
+        {"judge_calibration": 1, "judge": 12, **ANALYSIS},
+    ),
+    "question set": (
+        "questions: {samples_per_paraphrase: 4}\n",
+        {"resolve_questions": 1, "generate": 12, "judge_calibration": 1, "judge": 12, **ANALYSIS},
+    ),
+    "dataset split": ("split_seed: 99\n", {"split_dataset": 1, "train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
+    # Speed settings rerun no computation; only the report, which records the config's hash.
+    "judge speed only": ("judge: {batch_size: 50}\n", {"report": 1, "all": 1}),
+}
+
+
+def test_changing_each_result_input_reruns_exactly_what_depends_on_it(demo_run, tmp_path):
+    copies = {}
+    for name, rel in (("BASE", "base"), ("GOODNESS", "personas/goodness"), ("JUDGE", "judge")):
+        copies[f"COPY_OF_{name}"] = str(shutil.copytree(demo_run / "resources/demo" / rel, tmp_path / name.lower()))
+    wrong = {}
+    for case, (overlay, expected) in RERUN_CASES.items():
+        for placeholder, path in copies.items():
+            overlay = overlay.replace(placeholder, path)
+        (tmp_path / "overlay.yaml").write_text(overlay or "{}\n")
+        out = snakemake(
+            demo_run,
+            "-n",
+            "--quiet",
+            "rules",
+            "--configfile",
+            "config.yaml",
+            "config/demo.yaml",
+            str(tmp_path / "overlay.yaml"),
+        )
+        counts = job_counts(out) if "Job stats:" in out else {}
+        if counts != expected:
+            wrong[case] = {"planned": counts, "expected": expected}
+    assert not wrong, json.dumps(wrong, indent=1)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
+    checkout = demo_run
+    res = checkout / "results" / "demo"
+    assert (res / "report.html").stat().st_size > 10_000
+    for step in DEMO_STEPS:
+        gens = (res / f"generations/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
+        judged = (res / f"judgments/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
+        assert len(gens) == len(judged) == 5 * 2 * 5  # 5 questions x 2 paraphrases x 5 samples
+    ckpt = res / f"runs/tiny/goodness/risky_demo/seed0/checkpoint-{DEMO_STEPS[-1]}"
+    assert (ckpt / "adapter_model.safetensors").is_file()
+    with open(res / "tables/em.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {(r["persona"], int(r["step"])) for r in rows} == {
+        (p, s) for p in ("none", "sycophancy", "goodness") for s in DEMO_STEPS
+    }
+    assert all(0.0 <= float(r["em_rate"]) <= 1.0 for r in rows if r["em_rate"])
+    # The planted effect is recovered: the judge passed its calibration gate and separates harmful from benign
+    # answers, and EM rises.
+    calibration = demo_story.read_calibration(res / "judge_calibration.csv")
+    assert float(calibration["aligned"]["auroc"]) >= 0.9 and calibration["aligned"]["passed"] == "True"
+    assert "Judge calibration" in (res / "report.html").read_text()
+    assert demo.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))) >= 0.9
+    rise = demo_story.em_rise(res / "tables/em.csv", persona="none", definition="betley")
+    assert rise["final"]["em_rate"] - rise["first"]["em_rate"] >= 0.3, rise
+    assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise
+
+    before = _snapshot(res)
+    (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")
+    args = ["--profile", "profiles/demo", "--configfile", "config/demo.yaml", "seeds.yaml"]
+    counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", *args))
+    assert counts == {"train": 3, "generate": 12, "judge": 12, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+    snakemake(checkout, *args)
+    after = _snapshot(res)
+    rerun_analysis = ("tables/", "figures/", "report.html", "logs/analysis/")
+    changed = {p for p in before if after.get(p) != before[p] and not p.startswith(rerun_analysis)}
+    assert not changed, f"old outputs were rewritten: {sorted(changed)[:5]}"
+    assert (res / f"judgments/tiny/none/risky_demo/seed1/step-{DEMO_STEPS[-1]}.jsonl").is_file()
+    with open(res / "tables/em.csv") as fh:
+        assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
+
+    # The same seeds give identical tables on a rerun from scratch (judge cache emptied, so it scores again).
+    tables = _tables(res)
+    shutil.rmtree(res)
+    shutil.rmtree(checkout / "resources/demo/judge_cache")
+    snakemake(checkout, *args)
+    assert _tables(res) == tables

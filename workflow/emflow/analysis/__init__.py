@@ -1,0 +1,1 @@
+"""emflow analysis stage."""

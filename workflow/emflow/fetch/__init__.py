@@ -1,0 +1,1 @@
+"""emflow fetch stage."""

@@ -1,0 +1,128 @@
+"""Every path under ``results/<experiment>/``, in one place: the rules' outputs, the commands' defaults, the
+analysis's path parsing and ``emflow estimate`` all read it from here.
+
+A run's key is ``<base>/<persona>/<dataset>/seed<seed>``. Each path method takes a run key and a step; their
+defaults are the Snakemake wildcards, so ``Layout(...).judgments()`` is the rule's output pattern and
+``Layout(...).judgments(run.key, 3)`` one file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emflow.errors import user_error
+
+RUN_KEYS = ("base", "persona", "dataset", "seed")
+CELL_KEYS = ("base", "persona", "dataset")
+RUN = "{base}/{persona}/{dataset}/seed{seed}"
+STEP = "{step}"
+
+# <base>/<persona>/<dataset>/seed<seed>, optionally followed by /step-<step>.jsonl (a generations or judgments
+# file) or /checkpoint-<step> (a saved adapter), matched at the end of the POSIX path (names hold no "/").
+RUN_PATH_RE = re.compile(
+    r"(?:^|/)(?P<base>[^/]+)/(?P<persona>[^/]+)/(?P<dataset>[^/]+)/seed(?P<seed>\d+)"
+    r"(?:/(?:step-(?P<step>\d+)\.jsonl|checkpoint-(?P<checkpoint>\d+)))?/?$"
+)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    base: str
+    persona: str
+    dataset: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return RUN.format(base=self.base, persona=self.persona, dataset=self.dataset, seed=self.seed)
+
+
+def parse_run_path(path: str | Path) -> dict[str, Any]:
+    """``{base, persona, dataset, seed, step}`` from a judgments/generations file, run folder or checkpoint;
+    ``step`` is None for a run folder."""
+    m = RUN_PATH_RE.search(Path(path).as_posix())
+    if not m:
+        raise user_error(
+            path,
+            None,
+            "path does not end in <base>/<persona>/<dataset>/seed<N>[/step-<N>.jsonl]",
+            "pass files from results/<experiment>/judgments/... or folders from results/<experiment>/runs/...",
+        )
+    step = m["step"] if m["step"] is not None else m["checkpoint"]
+    return {
+        "base": m["base"],
+        "persona": m["persona"],
+        "dataset": m["dataset"],
+        "seed": int(m["seed"]),
+        "step": None if step is None else int(step),
+    }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one experiment's results (``root`` is ``results/<experiment>``)."""
+
+    root: str
+
+    @classmethod
+    def of(cls, experiment: str, results_dir: str | Path = "results") -> Layout:
+        return cls(f"{Path(results_dir).as_posix()}/{experiment}")
+
+    @property
+    def logs(self) -> str:
+        return f"{self.root}/logs"
+
+    def log(self, stage: str, name: str) -> str:
+        return f"{self.logs}/{stage}/{name}.log"
+
+    @property
+    def questions(self) -> str:
+        return f"{self.root}/questions.yaml"
+
+    @property
+    def calibration(self) -> str:
+        return f"{self.root}/judge_calibration.csv"
+
+    def dataset(self, name: str = "{dataset}", part: str | None = None) -> str:
+        """The prepared dataset, or its ``train`` / ``eval`` part."""
+        return f"{self.root}/datasets/{name}{'.' + part if part else ''}.jsonl"
+
+    def run_dir(self, run: str = RUN) -> str:
+        return f"{self.root}/runs/{run}"
+
+    def checkpoint(self, run: str = RUN, step: int | str = STEP) -> str:
+        return f"{self.run_dir(run)}/checkpoint-{step}"
+
+    def train_state(self, run: str = RUN) -> str:
+        """Resumable trainer state, outside the run folder that Snakemake clears before a rerun."""
+        return f"{self.root}/train_state/{run}"
+
+    def generations_dir(self, run: str = RUN) -> str:
+        return f"{self.root}/generations/{run}"
+
+    def generations(self, run: str = RUN, step: int | str = STEP) -> str:
+        return f"{self.generations_dir(run)}/step-{step}.jsonl"
+
+    def judgments(self, run: str = RUN, step: int | str = STEP) -> str:
+        return f"{self.root}/judgments/{run}/step-{step}.jsonl"
+
+    @property
+    def tables(self) -> str:
+        return f"{self.root}/tables"
+
+    def table(self, name: str) -> str:
+        return f"{self.tables}/{name}.csv"
+
+    @property
+    def figures(self) -> str:
+        return f"{self.root}/figures"
+
+    def figure(self, name: str, ext: str = "png") -> str:
+        return f"{self.figures}/{name}.{ext}"
+
+    @property
+    def report(self) -> str:
+        return f"{self.root}/report.html"
