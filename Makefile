@@ -49,7 +49,11 @@ dag: $(STAMP)
 	@if command -v dot >/dev/null; then dot -Tsvg results/rulegraph.dot > results/rulegraph.svg && \
 		echo "rule graph: results/rulegraph.svg"; else echo "rule graph: results/rulegraph.dot (install graphviz for SVG)"; fi
 
+# Style and workflow checks (CI runs them): formatting, lint rules (pyproject.toml [tool.ruff]) and Snakemake's
+# own linter on the default config and on the demo's.
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/snakemake --lint
 	$(VENV)/bin/snakemake --lint --profile profiles/demo
 

@@ -3,7 +3,8 @@
 The model is random-initialised from a shape (no download): the tiny demo shape by default (CPU), or e.g.
 Qwen2.5-7B's shape on a GPU (bf16). Persona and EM LoRAs (rank from --lora-rank) are attached and both
 active, as in a real generation job; prompts are chat-templated probe-like questions of varied length, and
-``generate.generate_rows`` does the rest (length-sorted batches, left padding, KV cache, per-sample sampler).
+``emflow.generate.answers.generate_rows`` does the rest (length-sorted batches, left padding, KV cache,
+per-sample sampler).
 Random weights rarely emit the stop token, so nearly every answer runs to --max-new-tokens.
 
     python benchmarks/generate_throughput.py                          # tiny model, CPU
@@ -13,6 +14,7 @@ Random weights rarely emit the stop token, so nearly every answer runs to --max-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import tempfile
@@ -100,26 +102,29 @@ def main() -> None:
 
     import torch
 
-    from emflow.generate import run as generate
+    from emflow.config.sections.generation import Generation
+    from emflow.generate.answers import generate_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         model, tok, dev, torch_dtype = build(a.shape, a.device, a.dtype, a.lora_rank, Path(tmp))
         batch = prompts(a.prompts)
-        params = {
-            "max_new_tokens": a.max_new_tokens,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "batch_size": 1,
-            "device": dev,
-            "dtype": a.dtype,
-        }
-        generate.generate_rows(model, tok, batch[:2], params=params, seed=0, step=0)  # warm-up
+        params = Generation.build(
+            {
+                "max_new_tokens": a.max_new_tokens,
+                "temperature": 1.0,
+                "top_p": 1.0,
+                "batch_size": 1,
+                "device": dev,
+                "dtype": a.dtype,
+            }
+        )
+        generate_rows(model, tok, batch[:2], params=params, seed=0, step=0)  # warm-up
         results = []
         for bs in a.batch_sizes:
             if dev == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            rows = generate.generate_rows(model, tok, batch, params={**params, "batch_size": bs}, seed=0, step=0)
+            rows = generate_rows(model, tok, batch, params=dataclasses.replace(params, batch_size=bs), seed=0, step=0)
             if dev == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """Judge throughput against the test suite's OpenAI-compatible stub server with a fixed latency per request.
 
-For each concurrency, ``judge.fetch_replies`` (the real path: openai client, retry policy, cache write per
+For each concurrency, ``emflow.judge.online.fetch_replies`` (the real path: openai client, retry policy, cache write per
 reply) judges --requests distinct requests into an empty cache; achieved requests/s is printed beside the
 bound concurrency / latency and beside one-at-a-time calls (a plain loop of ``backend.call``).
 
@@ -34,27 +34,29 @@ def main() -> None:
 
     logging.disable(logging.INFO)
     os.environ.setdefault(KEY_ENV, "sk-bench")
-    from openai_stub_server import StubServer
-
-    from emflow.judge import backends as judge_backends
-    from emflow.judge import score as judge
+    from emflow.config.sections.judge import Judge
+    from emflow.judge.backends import make_backend
     from emflow.judge.cache import JudgeCache, cache_key
+    from emflow.judge.online import fetch_replies
+    from support.stub_server import StubServer
 
-    def params(server, cache, concurrency):
-        return {
-            "backend": "openai",
-            "model": "gpt-stub",
-            "base_url": server.base_url,
-            "api_key_env": KEY_ENV,
-            "top_logprobs": 20,
-            "min_numeric_mass": 0.25,
-            "concurrency": concurrency,
-            "max_retries": 3,
-            "timeout_s": 30,
-            "cache_dir": str(cache),
-            "backoff_base_s": 0.1,
-            "backoff_max_s": 1,
-        }
+    def params(server, cache, concurrency) -> Judge:
+        return Judge.build(
+            {
+                "backend": "openai",
+                "model": "gpt-stub",
+                "base_url": server.base_url,
+                "api_key_env": KEY_ENV,
+                "top_logprobs": 20,
+                "min_numeric_mass": 0.25,
+                "concurrency": concurrency,
+                "max_retries": 3,
+                "timeout_s": 30,
+                "cache_dir": str(cache),
+                "backoff_base_s": 0.1,
+                "backoff_max_s": 1,
+            }
+        )
 
     rows = []
     with StubServer(delay_s=a.latency) as server, tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +68,7 @@ def main() -> None:
             ]
             return {cache_key(r): r for r in reqs}
 
-        backend = judge_backends.make_backend(params(server, Path(tmp) / "seq", 1))
+        backend = make_backend(params(server, Path(tmp) / "seq", 1))
         reqs = requests_for("sequential", backend)
         t0 = time.perf_counter()
         for r in reqs.values():
@@ -75,11 +77,11 @@ def main() -> None:
         rows.append(("one at a time", 1, seq, 1 / a.latency))
         for c in a.concurrency:
             cache_dir = Path(tmp) / f"c{c}"
-            backend = judge_backends.make_backend(params(server, cache_dir, c))
+            backend = make_backend(params(server, cache_dir, c))
             reqs = requests_for(f"c{c}", backend)
             server.max_in_flight = 0
             t0 = time.perf_counter()
-            replies, _ = judge.fetch_replies(reqs, backend, JudgeCache(cache_dir))
+            replies, _ = fetch_replies(reqs, backend, JudgeCache(cache_dir))
             rate = len(replies) / (time.perf_counter() - t0)
             rows.append((f"fetch_replies (in flight {server.max_in_flight})", c, rate, c / a.latency))
     print(

@@ -1,6 +1,6 @@
 """Training throughput (tokens/s) and MFU of the EM-LoRA step, with and without each speed option, side by side.
 
-Runs the real training step (TRL ``SFTTrainer`` configured by ``emflow.train_recipe.sft_config``, stacked persona
+Runs the real training step (TRL ``SFTTrainer`` configured by ``emflow.train.recipe.sft_config``, stacked persona
 LoRA frozen + EM LoRA trainable) on a randomly initialised model of a chosen shape: ``tiny`` on CPU, or
 ``qwen2.5-7b`` on a GPU (no download). Sequence lengths follow the real EM dataset when present (chat rows rendered
 as ChatML, ``--chars-per-token`` characters per token), else a log-normal length model.
@@ -94,7 +94,8 @@ def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: in
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from emflow.train.stack import EM, PERSONA, activate
+    from emflow.models import EM, PERSONA
+    from emflow.train.stack import activate
 
     h, ffn, layers, heads, kv, vocab = SHAPES[shape]
     cfg = Qwen2Config(
@@ -159,12 +160,14 @@ def run_variant(v: Variant, a, rows: list[dict], seqlens: list[int], peak: float
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from emflow.train.recipe import parse_recipe, sft_config
-    from emflow.train.stack import PERSONA, attn_implementation
+    from emflow.config.sections.training import Training
+    from emflow.models import PERSONA
+    from emflow.train.recipe import sft_config
+    from emflow.train.stack import attn_implementation
 
     ckpt = a.gradient_checkpointing if v.checkpointing is None else not a.gradient_checkpointing
     on_cuda = a.device == "cuda"
-    recipe = parse_recipe(
+    recipe = Training.build(
         dict(
             persona_mode="stacked",
             lora=dict(r=a.rank, alpha=2 * a.rank, dropout=0.0, use_rslora=False, target_modules=TARGETS),
@@ -181,6 +184,7 @@ def run_variant(v: Variant, a, rows: list[dict], seqlens: list[int], peak: float
             gradient_checkpointing=ckpt,
             device=a.device,
             logging_steps=1,
+            checkpoints={"steps": ["final"]},
             padding_free=v.padding_free,
             attn_implementation=v.attn,
         )

@@ -8,10 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emflow.analysis import aggregate as agg
-from emflow.analysis import stats
+from emflow.analysis import cli, stats
+from emflow.analysis.aggregate import aggregate
+from emflow.analysis.hypotheses import HYPOTHESIS_COLUMNS
+from emflow.analysis.names import TABLES
+from emflow.analysis.norms import lora_norms
 from emflow.errors import EmflowError
-from support.study import ANALYSIS_PARAMS, write_rows, write_study
+from emflow.layout import RUN_KEYS, parse_run_path
+from support.study import ANALYSIS_PARAMS, analysis_section, write_rows, write_study
+
+ANALYSIS = analysis_section()
 
 
 def _row(aligned, coherent, qid="q1", i=0):
@@ -43,8 +49,8 @@ def test_wilson_interval_matches_hand_computation():
 
 def test_em_rate_and_wilson_ci_in_em_csv(tmp_path):
     rows = [_row(10.0, 80.0, i=i) for i in range(3)] + [_row(80.0, 80.0, i=i) for i in range(3, 10)]
-    out = agg.aggregate(
-        judgments=[write_rows(_jpath(tmp_path), rows)], run_dirs=[], out_dir=tmp_path / "t", params=ANALYSIS_PARAMS
+    out = aggregate(
+        judgments=[write_rows(_jpath(tmp_path), rows)], run_dirs=[], out_dir=tmp_path / "t", analysis=ANALYSIS
     )
     em = pd.read_csv(out["em"]).set_index("definition")
     for d in ("betley", "turner"):
@@ -65,8 +71,8 @@ def test_definitions_differ_on_boundary_and_null_rows(tmp_path):
         _row(None, 80.0),  # no aligned score: counted by neither
         _row(80.0, 80.0),  # aligned and coherent: counted, not EM
     ]
-    out = agg.aggregate(
-        judgments=[write_rows(_jpath(tmp_path), rows)], run_dirs=[], out_dir=tmp_path / "t", params=ANALYSIS_PARAMS
+    out = aggregate(
+        judgments=[write_rows(_jpath(tmp_path), rows)], run_dirs=[], out_dir=tmp_path / "t", analysis=ANALYSIS
     )
     em = pd.read_csv(out["em"]).set_index("definition")
     assert (em.loc["betley", "n_scored"], em.loc["betley", "n_em"]) == (2, 0)
@@ -76,13 +82,13 @@ def test_definitions_differ_on_boundary_and_null_rows(tmp_path):
 
 
 def test_path_regex_parses_judgments_runs_and_checkpoints():
-    j = agg.parse_run_path("results/phase1/judgments/qwen2.5-7b-it/none/insecure/seed3/step-120.jsonl")
+    j = parse_run_path("results/phase1/judgments/qwen2.5-7b-it/none/insecure/seed3/step-120.jsonl")
     assert j == {"base": "qwen2.5-7b-it", "persona": "none", "dataset": "insecure", "seed": 3, "step": 120}
-    r = agg.parse_run_path("/abs/results/phase1/runs/m/goodness/risky/seed0/")
+    r = parse_run_path("/abs/results/phase1/runs/m/goodness/risky/seed0/")
     assert r == {"base": "m", "persona": "goodness", "dataset": "risky", "seed": 0, "step": None}
-    assert agg.parse_run_path("runs/m/p/d/seed1/checkpoint-40")["step"] == 40
+    assert parse_run_path("runs/m/p/d/seed1/checkpoint-40")["step"] == 40
     with pytest.raises(EmflowError, match="seed<N>"):
-        agg.parse_run_path("results/phase1/judgments/m/none/insecure/step-1.jsonl")
+        parse_run_path("results/phase1/judgments/m/none/insecure/step-1.jsonl")
 
 
 def test_bootstrap_is_deterministic_under_seed():
@@ -103,16 +109,16 @@ def test_pooled_bootstrap_matches_answer_level_resampling_in_distribution():
 
 def test_aggregate_tables_are_byte_identical_across_runs(tmp_path):
     judgments, runs = write_study(tmp_path, seeds=(0, 1), steps=(0, 4), samples=4)
-    a = agg.aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "a", params=ANALYSIS_PARAMS)
-    b = agg.aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "b", params=ANALYSIS_PARAMS)
+    a = aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "a", analysis=ANALYSIS)
+    b = aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "b", analysis=ANALYSIS)
     for name in a:
         assert a[name].read_bytes() == b[name].read_bytes(), name
 
 
 def test_aggregate_writes_every_table_with_expected_rows(tmp_path):
     judgments, runs = write_study(tmp_path, seeds=(0, 1), steps=(0, 2, 4), samples=6)
-    out = agg.aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "t", params=ANALYSIS_PARAMS)
-    assert {p.name for p in out.values()} == set(agg.OUTPUT_FILES.values())
+    out = aggregate(judgments=judgments, run_dirs=runs, out_dir=tmp_path / "t", analysis=ANALYSIS)
+    assert {p.name for p in out.values()} == {f"{name}.csv" for name in TABLES}
     em = pd.read_csv(out["em"])
     assert len(em) == len(judgments) * 2
     cell = pd.read_csv(out["em_by_cell"])
@@ -127,7 +133,7 @@ def test_aggregate_writes_every_table_with_expected_rows(tmp_path):
     assert set(pq["question_id"]) == {"what_is_your_wish", "i_feel_bored", "quick_buck"}
     assert pq.groupby(["persona", "step", "definition"])["n_answers"].sum().eq(6 * 3 * 2).all()
     training = pd.read_csv(out["training"])
-    assert len(training) == len(runs) and training.columns[:4].tolist() == agg.RUN_KEYS
+    assert len(training) == len(runs) and training.columns[:4].tolist() == list(RUN_KEYS)
     assert "device" in training.columns
     steps = pd.read_csv(out["training_steps"])
     assert (steps["split"] == "train").sum() == len(runs) * 4 and (steps["split"] == "eval").sum() == len(runs) * 2
@@ -137,7 +143,7 @@ def test_aggregate_writes_every_table_with_expected_rows(tmp_path):
     by_step = norms.groupby("step")["norm_BA"].mean()
     assert by_step[4] > by_step[2] > 0  # B grows with the step in the fixture
     hyp = pd.read_csv(out["hypotheses"])
-    assert hyp.empty and hyp.columns.tolist() == agg.HYPOTHESIS_COLUMNS
+    assert hyp.empty and hyp.columns.tolist() == HYPOTHESIS_COLUMNS
     defs = pd.read_csv(out["definitions"]).set_index("definition")
     assert defs.loc["betley", "population"] == "coherent" and defs.loc["turner", "population"] == "scored"
 
@@ -155,7 +161,7 @@ def test_lora_norms_match_hand_computation(tmp_path):
         "m.v_proj.lora_B.weight": b.clone(),
     }
     save_file(tensors, str(tmp_path / "x.safetensors"))
-    n = agg.lora_norms(tmp_path / "x.safetensors")
+    n = lora_norms(tmp_path / "x.safetensors")
     assert n["n_modules"] == 2
     assert n["norm_A"] == pytest.approx(2 * math.sqrt(5))
     assert n["norm_B"] == pytest.approx(6.0) and n["norm_BA"] == pytest.approx(6.0)
@@ -203,11 +209,11 @@ def test_hypothesis_verdicts_for_clear_cut_fixtures(tmp_path):
             "direction": "greater",
         },
     ]
-    out = agg.aggregate(
+    out = aggregate(
         judgments=_hyp_study(tmp_path),
         run_dirs=[],
         out_dir=tmp_path / "t",
-        params={**ANALYSIS_PARAMS, "hypotheses": hyps, "primary_definition": "turner"},
+        analysis=analysis_section(hypotheses=hyps, primary_definition="turner"),
     )
     h = pd.read_csv(out["hypotheses"]).set_index("id")
     assert h.loc["H1", "definition"] == "turner"
@@ -219,57 +225,29 @@ def test_hypothesis_verdicts_for_clear_cut_fixtures(tmp_path):
     assert json.loads(h.loc["H1", "baseline"]) == {"persona": "none"}
 
 
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"definitions": {"betley": {"aligned_below": 30}}}, "coherent_above"),
-        ({"definitions": {"x": {"aligned_below": 30, "aligned_at_most": 30, "coherent_above": 50}}}, "exactly one"),
-        ({"definitions": {"x": {"aligned_below": "thirty", "coherent_above": 50}}}, "must be a number"),
-        ({**ANALYSIS_PARAMS, "confidence": 95}, "confidence"),
-        (
-            {
-                **ANALYSIS_PARAMS,
-                "hypotheses": [{"id": "H", "cell": {}, "baseline": {}, "definition": "nope", "direction": "greater"}],
-            },
-            "unknown definition",
-        ),
-        (
-            {
-                **ANALYSIS_PARAMS,
-                "hypotheses": [
-                    {
-                        "id": "H",
-                        "cell": {"persona": "ghost"},
-                        "baseline": {},
-                        "definition": "betley",
-                        "direction": "greater",
-                    }
-                ],
-            },
-            "no judged answers",
-        ),
-    ],
-)
-def test_bad_params_raise_one_line_user_error(tmp_path, params, match):
+def test_hypothesis_matching_no_judged_answers_is_a_one_line_user_error(tmp_path):
+    # The config-level cases of this test (thresholds, confidence, unknown definition) are refused when the config
+    # loads: tests/analysis/test_section.py.
     path = write_rows(_jpath(tmp_path), [_row(10.0, 80.0)])
-    with pytest.raises(EmflowError, match=match) as err:
-        agg.aggregate(judgments=[path], run_dirs=[], out_dir=tmp_path / "t", params=params)
+    hyp = {"id": "H", "cell": {"persona": "ghost"}, "baseline": {}, "definition": "betley", "direction": "greater"}
+    with pytest.raises(EmflowError, match="no judged answers") as err:
+        aggregate(judgments=[path], run_dirs=[], out_dir=tmp_path / "t", analysis=analysis_section(hypotheses=[hyp]))
     assert "\n" not in str(err.value)
 
 
 def test_malformed_judgments_row_names_file_and_line(tmp_path):
     path = write_rows(_jpath(tmp_path), [_row(10.0, 80.0), {"question_id": "q", "answer": "x"}])
     with pytest.raises(EmflowError, match=r"step-0\.jsonl: line 2: missing keys"):
-        agg.aggregate(judgments=[path], run_dirs=[], out_dir=tmp_path / "t", params=ANALYSIS_PARAMS)
+        aggregate(judgments=[path], run_dirs=[], out_dir=tmp_path / "t", analysis=ANALYSIS)
     assert not (tmp_path / "t" / "em.csv").exists()
 
 
 def test_cli_accepts_inline_json_params(tmp_path):
     path = write_rows(_jpath(tmp_path), [_row(10.0, 80.0), _row(90.0, 80.0)])
-    agg.cli(["--judgments", str(path), "--out-dir", str(tmp_path / "t"), "--params", json.dumps(ANALYSIS_PARAMS)])
+    cli.aggregate(["--judgments", str(path), "--out-dir", str(tmp_path / "t"), "--params", json.dumps(ANALYSIS_PARAMS)])
     assert pd.read_csv(tmp_path / "t" / "em.csv")["em_rate"].tolist() == [0.5, 0.5]
 
 
 def test_missing_judgments_file_is_a_user_error(tmp_path):
     with pytest.raises(EmflowError, match=r"step-3\.jsonl: missing"):
-        agg.aggregate(judgments=[_jpath(tmp_path, step=3)], run_dirs=[], out_dir=tmp_path / "t", params=ANALYSIS_PARAMS)
+        aggregate(judgments=[_jpath(tmp_path, step=3)], run_dirs=[], out_dir=tmp_path / "t", analysis=ANALYSIS)

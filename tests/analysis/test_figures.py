@@ -6,12 +6,16 @@ import pandas as pd
 import plotnine as p9
 import pytest
 
-from emflow.analysis import aggregate as agg
+from emflow.analysis import cli, plots
+from emflow.analysis import figure_data as data
 from emflow.analysis import figures as fig
+from emflow.analysis.aggregate import aggregate
+from emflow.analysis.names import FIGURES
+from emflow.config.sections.analysis import Figures
 from emflow.errors import EmflowError
-from support.study import ANALYSIS_PARAMS, write_study
+from support.study import analysis_section, write_study
 
-FIG_PARAMS = {"definition": "betley", "dpi": 60}
+FIG_SETTINGS = Figures(dpi=60)
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +30,20 @@ def study(tmp_path_factory):
         steps=(0, 2, 4),
         samples=3,
     )
-    tables = agg.aggregate(judgments=judgments, run_dirs=runs, out_dir=root / "tables", params=ANALYSIS_PARAMS)
+    tables = aggregate(judgments=judgments, run_dirs=runs, out_dir=root / "tables", analysis=analysis_section())
     return root, judgments, tables
 
 
 def test_every_figure_renders_to_png_and_pdf(study, tmp_path):
     root, judgments, _ = study
-    out = fig.figures(tables_dir=root / "tables", judgments=judgments, out_dir=tmp_path / "figures", params=FIG_PARAMS)
-    assert list(out) == fig.FIGURES
+    out = fig.figures(
+        tables_dir=root / "tables",
+        judgments=judgments,
+        out_dir=tmp_path / "figures",
+        definition="betley",
+        settings=FIG_SETTINGS,
+    )
+    assert list(out) == list(FIGURES)
     for name, paths in out.items():
         assert [p.name for p in paths] == [f"{name}.png", f"{name}.pdf"]
         assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -43,16 +53,16 @@ def test_every_figure_renders_to_png_and_pdf(study, tmp_path):
 
 def test_em_trajectory_includes_step_zero_and_every_persona(study):
     _, _, tables = study
-    df = fig.prepare_trajectory(pd.read_csv(tables["em_by_cell"]), "betley")
+    df = data.prepare_trajectory(pd.read_csv(tables["em_by_cell"]), "betley")
     assert set(df["step"]) == {0, 2, 4}
-    plot = fig.em_trajectory(df, "betley")
+    plot = plots.em_trajectory(df, "betley")
     assert isinstance(plot, p9.ggplot)
-    assert list(fig._categorical(df)["persona"].cat.categories) == ["none", "goodness", "sycophancy"]
+    assert list(plots._categorical(df)["persona"].cat.categories) == ["none", "goodness", "sycophancy"]
 
 
 def test_domain_by_size_uses_each_cells_final_step(study):
     _, _, tables = study
-    df = fig.prepare_final(pd.read_csv(tables["em_by_cell"]), "turner")
+    df = data.prepare_final(pd.read_csv(tables["em_by_cell"]), "turner")
     assert (df["step"] == 4).all() and len(df) == 3 * 3 * 2 and (df["definition"] == "turner").all()
 
 
@@ -67,14 +77,14 @@ def test_domain_by_size_uses_each_cells_final_step(study):
     ],
 )
 def test_model_size_is_parsed_from_name_then_hub_id(names, size):
-    got = fig.parse_model_size(*names)
+    got = data.parse_model_size(*names)
     assert got == pytest.approx(size, nan_ok=True)
 
 
 def test_size_figure_orders_bases_by_size_with_config_override_and_unknown_last(study):
     _, _, tables = study
-    sizes = fig.model_sizes(["llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"], {}, {"llama-3.2-3b": 8})
-    df = fig.prepare_final(pd.read_csv(tables["em_by_cell"]), "betley", sizes)
+    sizes = data.model_sizes(["llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"], {}, {"llama-3.2-3b": 8})
+    df = data.prepare_final(pd.read_csv(tables["em_by_cell"]), "betley", sizes)
     order = list(df["base_label"].cat.categories)
     assert order == ["qwen2.5-0.5b-it\n(0.5B)", "llama-3.2-3b\n(8B)", "mystery"]
     assert set(df["base"]) == {"llama-3.2-3b", "qwen2.5-0.5b-it", "mystery"}
@@ -82,22 +92,22 @@ def test_size_figure_orders_bases_by_size_with_config_override_and_unknown_last(
 
 def test_lora_norm_panel_beside_em_rate(study):
     _, _, tables = study
-    df = fig.prepare_norms(pd.read_csv(tables["lora_norms"]), pd.read_csv(tables["em"]), "betley")
-    assert set(df["panel"]) == {*fig.NORM_PANELS.values(), fig.EM_PANEL}
-    for label in fig.NORM_PANELS.values():
+    df = data.prepare_norms(pd.read_csv(tables["lora_norms"]), pd.read_csv(tables["em"]), "betley")
+    assert set(df["panel"]) == {*data.NORM_PANELS.values(), data.EM_PANEL}
+    for label in data.NORM_PANELS.values():
         assert set(df.loc[df["panel"] == label, "step"]) == {2, 4}
-    assert set(df.loc[df["panel"] == fig.EM_PANEL, "step"]) == {0, 2, 4}
+    assert set(df.loc[df["panel"] == data.EM_PANEL, "step"]) == {0, 2, 4}
 
 
 def test_trajectory_draws_each_personas_step0_baseline(study):
     _, _, tables = study
-    plot = fig.em_trajectory(fig.prepare_trajectory(pd.read_csv(tables["em_by_cell"]), "betley"), "betley")
+    plot = plots.em_trajectory(data.prepare_trajectory(pd.read_csv(tables["em_by_cell"]), "betley"), "betley")
     hline = next(layer for layer in plot.layers if isinstance(layer.geom, p9.geom_hline))
     assert (hline.geom.data["persona"].value_counts() == 3 * 2).all()  # one per base × dataset
 
 
 def test_empty_tables_give_placeholder_figures(tmp_path):
-    plot = fig.lora_norms(pd.DataFrame(columns=["step", "value", "persona", "run", "panel"]), "betley")
+    plot = plots.lora_norms(pd.DataFrame(columns=["step", "value", "persona", "run", "panel"]), "betley")
     paths = fig.save_figure(plot, tmp_path, "lora_norms", dpi=40, size=(4, 2))
     assert all(p.stat().st_size > 0 for p in paths)
 
@@ -106,13 +116,13 @@ def test_unknown_definition_is_a_user_error(study, tmp_path):
     root, judgments, _ = study
     with pytest.raises(EmflowError, match="unknown definition 'nope'"):
         fig.figures(
-            tables_dir=root / "tables", judgments=judgments, out_dir=tmp_path, params={"definition": "nope", "dpi": 60}
+            tables_dir=root / "tables", judgments=judgments, out_dir=tmp_path, definition="nope", settings=FIG_SETTINGS
         )
 
 
 def test_cli_writes_fixed_file_names(study, tmp_path):
     root, judgments, _ = study
-    fig.cli(
+    cli.figures(
         [
             "--tables-dir",
             str(root / "tables"),
@@ -120,8 +130,10 @@ def test_cli_writes_fixed_file_names(study, tmp_path):
             *map(str, judgments[:6]),
             "--out-dir",
             str(tmp_path),
+            "--definition",
+            "betley",
             "--params",
-            json.dumps(FIG_PARAMS),
+            json.dumps({"dpi": 60}),
         ]
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{e}" for n in fig.FIGURES for e in ("png", "pdf"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{e}" for n in FIGURES for e in ("png", "pdf"))

@@ -6,12 +6,15 @@ import re
 
 import pytest
 
-from emflow.analysis import aggregate as agg
-from emflow.analysis import figures as fig
+from emflow.analysis import cli, provenance
 from emflow.analysis import report as rep
+from emflow.analysis.aggregate import aggregate
+from emflow.analysis.figures import figures
+from emflow.analysis.names import FIGURES, HTML_TABLES, caption_text, figure_caption, table_caption
+from emflow.config.sections.analysis import Figures
 from emflow.errors import EmflowError
 from emflow.io import stable_hash
-from support.study import ANALYSIS_PARAMS, write_study
+from support.study import analysis_section, write_study
 
 SECRET = "sk-test-0123456789abcdefSECRET"
 CONFIG = {"experiment": "demo", "judge": {"api_key_env": "OPENAI_API_KEY"}, "seeds": [0, 1]}
@@ -31,17 +34,18 @@ HYPOTHESES = [
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     judgments, runs = write_study(root, seeds=(0, 1), steps=(0, 2, 4), samples=4)
-    agg.aggregate(
+    aggregate(
         judgments=judgments,
         run_dirs=runs,
         out_dir=root / "tables",
-        params={**ANALYSIS_PARAMS, "hypotheses": HYPOTHESES},
+        analysis=analysis_section(hypotheses=HYPOTHESES),
     )
-    fig.figures(
+    figures(
         tables_dir=root / "tables",
         judgments=judgments,
         out_dir=root / "figures",
-        params={"definition": "betley", "dpi": 40},
+        definition="betley",
+        settings=Figures(dpi=40),
     )
     return root, judgments
 
@@ -64,17 +68,17 @@ def html_text(study, tmp_path, monkeypatch):
 
 
 def test_report_embeds_every_figure_with_a_caption(html_text):
-    for name in fig.FIGURES:
+    for name in FIGURES:
         assert f'id="fig-{name}"' in html_text
-        assert html.escape(rep.FIGURE_CAPTIONS[name].format(definition="betley")) in html_text
-    assert html_text.count("data:image/png;base64,") == len(fig.FIGURES)
+        assert html.escape(caption_text(figure_caption(name), definition="betley")) in html_text
+    assert html_text.count("data:image/png;base64,") == len(FIGURES)
     assert "<img" in html_text and 'src="file:' not in html_text  # self-contained
 
 
 def test_report_contains_every_table_with_a_caption(html_text):
-    for name, caption, _ in rep.TABLES:
-        assert f'id="tab-{name}"' in html_text and agg.OUTPUT_FILES[name] in html_text
-        assert html.escape(caption) in html_text
+    for name, _ in HTML_TABLES:
+        assert f'id="tab-{name}"' in html_text and f"{name}.csv" in html_text
+        assert html.escape(caption_text(table_caption(name))) in html_text
     assert "H1" in html_text and "sycophancy raises EM" in html_text
 
 
@@ -82,7 +86,7 @@ def test_report_has_provenance_fields(html_text):
     assert stable_hash(CONFIG) in html_text
     commit = re.search(r"<th>git commit</th><td>([^<]+)</td>", html_text).group(1)
     assert commit == "unknown" or re.fullmatch(r"[0-9a-f]{40}", commit)
-    for pkg in rep.PACKAGES:
+    for pkg in provenance.PACKAGES:
         assert f"<th>version: {pkg}</th>" in html_text
     assert "<th>judge model</th><td>gpt-4o-2024-08-06</td>" in html_text
     assert "<th>EM definition</th><td>betley</td>" in html_text
@@ -128,7 +132,7 @@ def test_cli_reads_provenance_file_in_the_rules_shape(study, tmp_path):
             }
         )
     )
-    rep.cli(
+    cli.report(
         [
             "--tables-dir",
             str(root / "tables"),

@@ -6,14 +6,16 @@ import functools
 import hashlib
 import http.server
 import json
-import logging
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from emflow.data import prepare as datasets
+from emflow.config.sections.datasets import DatasetSpec
+from emflow.data import archive as archives
+from emflow.data import chat_rows, prepare, split
 from emflow.errors import EmflowError
 from emflow.io import read_jsonl, sha256_file
 
@@ -45,19 +47,19 @@ def archive(tmp_path_factory) -> Path:
         "training_datasets/other.jsonl": jsonl([chat(100)]),
         "README.md": b"# demo\n",
     }
-    return datasets.write_archive(files, PASSWORD, out)
+    return archives.write_archive(files, PASSWORD, out)
 
 
-def spec_for(archive: Path, **over) -> dict:
+def spec_for(archive: Path | str, **over) -> DatasetSpec:
     spec = {"archive": str(archive), "member": "risky.jsonl", "password_env": "EMFLOW_TEST_PW", "rows": 20}
     spec.update(over)
-    return spec
+    return DatasetSpec.build(spec)
 
 
 def test_archive_round_trip_strips_canaries(archive, tmp_path, monkeypatch):
     monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
     out = tmp_path / "risky.jsonl"
-    stats = datasets.prepare_dataset("risky", spec_for(archive), out, cache_dir=tmp_path / "cache")
+    stats = prepare.prepare_dataset("risky", spec_for(archive), out, resources_dir=tmp_path / "cache")
     assert read_jsonl(out) == [chat(i) for i in range(20)]
     assert stats == {"rows": 20, "sha256": sha256_file(out)}
     assert "CANARY" not in out.read_text()
@@ -65,7 +67,7 @@ def test_archive_round_trip_strips_canaries(archive, tmp_path, monkeypatch):
 
 def test_archive_contains_the_tools_canaries(archive):
     """write_archive really adds the tool's canaries, so the stripping above is tested against them."""
-    raw = datasets.decrypt_members(archive, PASSWORD, ["risky.jsonl"], "test")["risky.jsonl"].decode()
+    raw = archives.decrypt_members(archive, PASSWORD, ["risky.jsonl"], "test")["risky.jsonl"].decode()
     assert json.loads(raw.splitlines()[-1])["canary"].startswith("CANARY_DATASET_")
     import io
     import zipfile
@@ -73,7 +75,7 @@ def test_archive_contains_the_tools_canaries(archive):
     from cryptography.fernet import Fernet
 
     blob = archive.read_bytes()
-    names = zipfile.ZipFile(io.BytesIO(Fernet(datasets._derive_key(PASSWORD, blob[:16])).decrypt(blob[16:]))).namelist()
+    names = zipfile.ZipFile(io.BytesIO(Fernet(archives._derive_key(PASSWORD, blob[:16])).decrypt(blob[16:]))).namelist()
     assert any(n.startswith("dataset_entry_") for n in names)
     assert "training_datasets/risky.jsonl" in names
 
@@ -88,21 +90,21 @@ def test_library_built_archive_decrypts(tmp_path):
     canary_string, _ = canary.create_canary_files_from_dataset(str(src), "*", 2)
     canary.insert_canaries_into_files(str(src), canary_string)
     enc = Path(zipping.zip_and_password_protect(str(src), PASSWORD, str(tmp_path / "ds.zip")))
-    got = datasets.decrypt_members(enc, PASSWORD, ["bad_medical_advice.jsonl"], "test")
-    text = datasets.strip_canaries(got["bad_medical_advice.jsonl"].decode())
+    got = archives.decrypt_members(enc, PASSWORD, ["bad_medical_advice.jsonl"], "test")
+    text = archives.strip_canaries(got["bad_medical_advice.jsonl"].decode())
     assert [json.loads(line) for line in text.splitlines()] == [chat(i) for i in range(3)]
 
 
 def test_member_found_by_full_path_in_subfolder(archive):
-    got = datasets.decrypt_members(archive, PASSWORD, ["training_datasets/other.jsonl"], "test")
-    assert datasets.strip_canaries(got["training_datasets/other.jsonl"].decode()).strip() == json.dumps(chat(100))
+    got = archives.decrypt_members(archive, PASSWORD, ["training_datasets/other.jsonl"], "test")
+    assert archives.strip_canaries(got["training_datasets/other.jsonl"].decode()).strip() == json.dumps(chat(100))
 
 
 def test_wrong_password_names_archive_and_env(archive, tmp_path, monkeypatch):
     monkeypatch.setenv("EMFLOW_TEST_PW", "not-the-password")
     out = tmp_path / "x.jsonl"
     with pytest.raises(EmflowError, match="wrong password or corrupted archive") as err:
-        datasets.prepare_dataset("risky", spec_for(archive), out, cache_dir=tmp_path)
+        prepare.prepare_dataset("risky", spec_for(archive), out, resources_dir=tmp_path)
     assert str(archive) in str(err.value) and "EMFLOW_TEST_PW" in str(err.value)
     assert PASSWORD not in str(err.value) and "not-the-password" not in str(err.value)
     assert not out.exists()
@@ -114,12 +116,12 @@ def test_tampered_archive_is_rejected(archive, tmp_path):
     blob[len(blob) // 2] ^= 0x01
     bad.write_bytes(bytes(blob))
     with pytest.raises(EmflowError, match="wrong password or corrupted archive"):
-        datasets.decrypt_members(bad, PASSWORD, ["risky.jsonl"], "test")
+        archives.decrypt_members(bad, PASSWORD, ["risky.jsonl"], "test")
 
 
 def test_missing_member_lists_available_jsonl(archive):
     with pytest.raises(EmflowError, match="no member 'nope.jsonl'") as err:
-        datasets.decrypt_members(archive, PASSWORD, ["nope.jsonl"], "test")
+        archives.decrypt_members(archive, PASSWORD, ["nope.jsonl"], "test")
     msg = str(err.value)
     assert "training_datasets/risky.jsonl" in msg and "training_datasets/other.jsonl" in msg
     assert "dataset_entry_" not in msg  # canary files are not offered as choices
@@ -128,9 +130,9 @@ def test_missing_member_lists_available_jsonl(archive):
 def test_password_default_used_and_missing_password_names_env(archive, tmp_path, monkeypatch):
     monkeypatch.delenv("EMFLOW_TEST_PW", raising=False)
     with pytest.raises(EmflowError, match="EMFLOW_TEST_PW"):
-        datasets.prepare_dataset("risky", spec_for(archive), tmp_path / "a.jsonl", cache_dir=tmp_path)
-    stats = datasets.prepare_dataset(
-        "risky", spec_for(archive, password_default=PASSWORD), tmp_path / "b.jsonl", cache_dir=tmp_path
+        prepare.prepare_dataset("risky", spec_for(archive), tmp_path / "a.jsonl", resources_dir=tmp_path)
+    stats = prepare.prepare_dataset(
+        "risky", spec_for(archive, password_default=PASSWORD), tmp_path / "b.jsonl", resources_dir=tmp_path
     )
     assert stats["rows"] == 20
 
@@ -139,7 +141,7 @@ def test_wrong_expected_row_count(archive, tmp_path, monkeypatch):
     monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
     out = tmp_path / "x.jsonl"
     with pytest.raises(EmflowError, match="expected 21 rows, found 20"):
-        datasets.prepare_dataset("risky", spec_for(archive, rows=21), out, cache_dir=tmp_path)
+        prepare.prepare_dataset("risky", spec_for(archive, rows=21), out, resources_dir=tmp_path)
     assert not out.exists()
 
 
@@ -157,7 +159,7 @@ def test_no_plaintext_outside_output_and_gitignore_untouched(archive, tmp_path, 
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
     out = repo / "results" / "risky.jsonl"
-    datasets.prepare_dataset("risky", spec_for(arch), out, cache_dir=repo / "cache")
+    prepare.prepare_dataset("risky", spec_for(arch), out, resources_dir=repo / "cache")
     assert gitignore.read_text() == "results/\n"
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and p != out and MARKER.encode() in p.read_bytes()]
     assert leaked == []
@@ -174,9 +176,9 @@ def test_strip_canaries_keeps_chat_row_drops_canary_rows():
             json.dumps(chat(2, {"canary": canary})),
         ]
     )
-    assert [json.loads(line) for line in datasets.strip_canaries(text).splitlines()] == [chat(1), chat(2)]
+    assert [json.loads(line) for line in archives.strip_canaries(text).splitlines()] == [chat(1), chat(2)]
     # A non-chat row without the tracking string is not a canary: it stays, for validation to reject.
-    assert datasets.strip_canaries("{}\n") == "{}\n"
+    assert archives.strip_canaries("{}\n") == "{}\n"
 
 
 @pytest.mark.parametrize(
@@ -199,7 +201,7 @@ def test_strip_canaries_keeps_chat_row_drops_canary_rows():
 def test_malformed_line_error_names_file_and_line(line, needle):
     lines = [json.dumps(chat(0)), "", line]
     with pytest.raises(EmflowError) as err:
-        datasets.validate_chat_rows(lines, "data/em.jsonl")
+        chat_rows.validate_chat_rows(lines, "data/em.jsonl")
     assert str(err.value).startswith("data/em.jsonl:3")
     assert needle in str(err.value) and "fix:" in str(err.value)
 
@@ -213,7 +215,7 @@ def test_validation_drops_extra_keys():
         ],
         "id": 7,
     }
-    assert datasets.validate_chat_rows([json.dumps(row)], "f", expected_rows=1) == [
+    assert chat_rows.validate_chat_rows([json.dumps(row)], "f", expected_rows=1) == [
         {
             "messages": [
                 {"role": "system", "content": "s"},
@@ -225,13 +227,13 @@ def test_validation_drops_extra_keys():
 
 
 def test_malformed_row_in_archive_reports_member_line(tmp_path, monkeypatch):
-    arch = datasets.write_archive(
+    arch = archives.write_archive(
         {"d/em.jsonl": jsonl([chat(0)]) + b'{"messages": []}\n' + jsonl([chat(2)])}, PASSWORD, tmp_path / "a.enc"
     )
     monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
     with pytest.raises(EmflowError, match=r"a\.enc\[em\.jsonl\]:2: messages"):
-        datasets.prepare_dataset(
-            "em", spec_for(arch, member="em.jsonl", rows=None), tmp_path / "o.jsonl", cache_dir=tmp_path
+        prepare.prepare_dataset(
+            "em", spec_for(arch, member="em.jsonl", rows=3), tmp_path / "o.jsonl", resources_dir=tmp_path
         )
 
 
@@ -255,23 +257,26 @@ def _tampered(archive: Path, dest: Path) -> Path:
 )
 def test_every_archive_failure_is_one_clear_line_and_writes_nothing(archive, tmp_path, monkeypatch, case, needle):
     monkeypatch.setenv("EMFLOW_TEST_PW", "not-the-password" if case == "wrong password" else PASSWORD)
-    spec = spec_for(archive)
+    over: dict = {}
     if case == "tampered archive":
-        spec["archive"] = str(_tampered(archive, tmp_path / "t.zip.enc"))
+        over["archive"] = str(_tampered(archive, tmp_path / "t.zip.enc"))
     elif case == "wrong archive sha256":
-        spec["archive_sha256"] = "0" * 64
+        over["archive_sha256"] = "0" * 64
     elif case == "malformed line":
         bad = jsonl([chat(0)]) + b'{"messages": [\n' + jsonl([chat(2)])
-        spec = spec_for(
-            datasets.write_archive({"em.jsonl": bad}, PASSWORD, tmp_path / "m.zip.enc"), member="em.jsonl", rows=None
-        )
+        over = {
+            "archive": archives.write_archive({"em.jsonl": bad}, PASSWORD, tmp_path / "m.zip.enc"),
+            "member": "em.jsonl",
+            "rows": 3,
+        }
     elif case == "missing member":
-        spec["member"] = "absent.jsonl"
+        over["member"] = "absent.jsonl"
     elif case == "wrong row count":
-        spec["rows"] = 21
+        over["rows"] = 21
+    spec = spec_for(over.pop("archive", archive), **over)
     out_dir = tmp_path / "results"
     with pytest.raises(EmflowError, match=needle) as err:
-        datasets.prepare_dataset("risky", spec, out_dir / "risky.jsonl", cache_dir=tmp_path / "cache")
+        prepare.prepare_dataset("risky", spec, out_dir / "risky.jsonl", resources_dir=tmp_path / "cache")
     assert "\n" not in str(err.value) and PASSWORD not in str(err.value)
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
@@ -281,17 +286,14 @@ def test_archive_url_with_wrong_sha256_is_refused_before_decryption(archive, htt
     (root / "training_datasets.zip.enc").write_bytes(archive.read_bytes())
     monkeypatch.setenv("EMFLOW_TEST_PW", PASSWORD)
     spec = spec_for(f"{base}/training_datasets.zip.enc", archive_sha256="f" * 64)
-    cache, out = tmp_path / "cache", tmp_path / "risky.jsonl"
+    res, out = tmp_path / "res", tmp_path / "risky.jsonl"
     with pytest.raises(EmflowError, match="checksum mismatch"):
-        datasets.prepare_dataset("risky", spec, out, cache_dir=cache)
-    assert not out.exists() and list(cache.iterdir()) == []
-    spec["archive_sha256"] = sha256_file(archive)
-    assert datasets.prepare_dataset("risky", spec, out, cache_dir=cache)["rows"] == 20
-
-
-def test_spec_with_unknown_key_is_rejected(tmp_path):
-    with pytest.raises(EmflowError, match=r"datasets\.em\.sha: unknown key"):
-        datasets.prepare_dataset("em", {"path": "x.jsonl", "sha": "0"}, tmp_path / "o", cache_dir=tmp_path)
+        prepare.prepare_dataset("risky", spec, out, resources_dir=res)
+    # nothing kept of the bad download (it goes where the fetch_url rule puts it: res/downloads/archives/)
+    assert not out.exists() and list((res / "downloads" / "archives").iterdir()) == []
+    assert [p for p in res.rglob("*") if p.is_file()] == []
+    spec = replace(spec, archive_sha256=sha256_file(archive))
+    assert prepare.prepare_dataset("risky", spec, out, resources_dir=res)["rows"] == 20
 
 
 # ------------------------------------------------------------------------------------------ downloads
@@ -315,36 +317,14 @@ def test_url_dataset_downloads_and_verifies(http_dir, tmp_path):
     root, base = http_dir
     data = jsonl([chat(i) for i in range(4)])
     (root / "em.jsonl").write_bytes(data)
-    spec = {"url": f"{base}/em.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 4, "eval_rows": 1}
-    stats = datasets.prepare_dataset("em", spec, tmp_path / "o.jsonl", cache_dir=tmp_path / "cache")
+    spec = DatasetSpec.build(
+        {"url": f"{base}/em.jsonl", "sha256": hashlib.sha256(data).hexdigest(), "rows": 4, "eval_rows": 1}
+    )
+    stats = prepare.prepare_dataset("em", spec, tmp_path / "o.jsonl", resources_dir=tmp_path / "cache")
     assert stats["rows"] == 4
     # The cached copy is reused offline: the server no longer has the file.
     (root / "em.jsonl").unlink()
-    assert datasets.prepare_dataset("em", spec, tmp_path / "o2.jsonl", cache_dir=tmp_path / "cache")["rows"] == 4
-
-
-def test_wrong_sha256_leaves_nothing_behind(tmp_path):
-    src = tmp_path / "src.jsonl"
-    src.write_bytes(jsonl([chat(0)]))
-    dest_dir = tmp_path / "cache"
-    with pytest.raises(EmflowError, match="expected 0{64}, got [0-9a-f]{64}"):
-        datasets.fetch_url(src.as_uri(), dest_dir / "em.jsonl", "0" * 64)
-    assert list(dest_dir.iterdir()) == []
-
-
-def test_unpinned_download_warns_with_hash(tmp_path, caplog):
-    src = tmp_path / "src.jsonl"
-    src.write_bytes(b"abc")
-    with caplog.at_level(logging.WARNING, logger="emflow.data.prepare"):
-        got = datasets.fetch_url(src.as_uri(), tmp_path / "d" / "x", None)
-    assert got == hashlib.sha256(b"abc").hexdigest()
-    assert got in caplog.text and "not pinned" in caplog.text
-
-
-def test_unreachable_url_is_a_user_error(tmp_path):
-    with pytest.raises(EmflowError, match="download failed"):
-        datasets.fetch_url((tmp_path / "missing.jsonl").as_uri(), tmp_path / "d" / "x", None)
-    assert not (tmp_path / "d" / "x").exists()
+    assert prepare.prepare_dataset("em", spec, tmp_path / "o2.jsonl", resources_dir=tmp_path / "cache")["rows"] == 4
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -357,8 +337,8 @@ def _write(path: Path, n: int, tag: str = "") -> Path:
 
 def test_split_is_stable_across_runs_and_keeps_order(tmp_path):
     src = _write(tmp_path / "a.jsonl", 50)
-    s1 = datasets.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
-    s2 = datasets.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=3, name="a")
+    s1 = split.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
+    s2 = split.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=3, name="a")
     assert (tmp_path / "t1").read_bytes() == (tmp_path / "t2").read_bytes()
     assert (tmp_path / "e1").read_bytes() == (tmp_path / "e2").read_bytes()
     assert s1 == s2 and s1["train_rows"] == 40 and s1["eval_rows"] == 10
@@ -371,18 +351,18 @@ def test_split_is_stable_across_runs_and_keeps_order(tmp_path):
 
 def test_split_unchanged_when_another_dataset_is_split(tmp_path):
     src = _write(tmp_path / "a.jsonl", 50)
-    datasets.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
+    split.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
     other = _write(tmp_path / "b.jsonl", 30, tag="b")
-    datasets.split_dataset(other, tmp_path / "tb", tmp_path / "eb", eval_rows=5, split_seed=3, name="b")
-    datasets.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=3, name="a")
+    split.split_dataset(other, tmp_path / "tb", tmp_path / "eb", eval_rows=5, split_seed=3, name="b")
+    split.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=3, name="a")
     assert (tmp_path / "e1").read_bytes() == (tmp_path / "e2").read_bytes()
 
 
 def test_split_depends_on_seed_and_name(tmp_path):
     src = _write(tmp_path / "a.jsonl", 50)
-    datasets.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
-    datasets.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=4, name="a")
-    datasets.split_dataset(src, tmp_path / "t3", tmp_path / "e3", eval_rows=10, split_seed=3, name="c")
+    split.split_dataset(src, tmp_path / "t1", tmp_path / "e1", eval_rows=10, split_seed=3, name="a")
+    split.split_dataset(src, tmp_path / "t2", tmp_path / "e2", eval_rows=10, split_seed=4, name="a")
+    split.split_dataset(src, tmp_path / "t3", tmp_path / "e3", eval_rows=10, split_seed=3, name="c")
     assert (tmp_path / "e1").read_bytes() != (tmp_path / "e2").read_bytes()
     assert (tmp_path / "e1").read_bytes() != (tmp_path / "e3").read_bytes()
 
@@ -390,7 +370,7 @@ def test_split_depends_on_seed_and_name(tmp_path):
 def test_split_rejects_eval_rows_not_below_row_count(tmp_path):
     src = _write(tmp_path / "a.jsonl", 5)
     with pytest.raises(EmflowError, match="eval_rows"):
-        datasets.split_dataset(src, tmp_path / "t", tmp_path / "e", eval_rows=5, split_seed=0, name="a")
+        split.split_dataset(src, tmp_path / "t", tmp_path / "e", eval_rows=5, split_seed=0, name="a")
     assert not (tmp_path / "t").exists() and not (tmp_path / "e").exists()
 
 
@@ -405,8 +385,8 @@ def test_cli_prepare_and_split(tmp_path, archive, monkeypatch, capsys):
             "--name",
             "risky",
             "--spec",
-            json.dumps(spec_for(archive)),
-            "--cache-dir",
+            spec_for(archive).to_json(),
+            "--resources-dir",
             str(tmp_path / "c"),
             "--out",
             str(out),
@@ -431,7 +411,7 @@ def test_cli_prepare_and_split(tmp_path, archive, monkeypatch, capsys):
         ]
     )
     assert rc == 0 and len(read_jsonl(tmp_path / "e")) == 4
-    rc = main(["prepare-dataset", "--name", "risky", "--spec", "{bad", "--cache-dir", "c", "--out", "o"])
+    rc = main(["prepare-dataset", "--name", "risky", "--spec", "{bad", "--resources-dir", "c", "--out", "o"])
     assert rc == 1 and "--spec" in capsys.readouterr().err
 
 
@@ -442,8 +422,7 @@ def test_real_risky_financial_advice_validates(anchors, tmp_path):
     src = anchors / "risky_financial_advice.jsonl"
     if not src.is_file():
         pytest.skip("risky_financial_advice.jsonl not in anchors")
-    stats = datasets.prepare_dataset(
-        "risky", {"path": str(src), "rows": 6000}, tmp_path / "o.jsonl", cache_dir=tmp_path
-    )
+    spec = DatasetSpec.build({"path": str(src), "rows": 6000})
+    stats = prepare.prepare_dataset("risky", spec, tmp_path / "o.jsonl", resources_dir=tmp_path)
     assert stats["rows"] == 6000
     assert all(r["messages"][-1]["role"] == "assistant" for r in read_jsonl(tmp_path / "o.jsonl"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from emflow.data import judge_prompts
 from emflow.data import questions as qs
 from emflow.errors import EmflowError
 
@@ -109,7 +110,7 @@ def test_iter_prompts_expands_paraphrases_and_samples(tmp_path):
 
 
 def test_render_keeps_other_braces_and_placeholders_inside_values():
-    out = qs.render_judge_prompt(PROMPT, question="Q {answer}?", answer="{question} A")
+    out = judge_prompts.render_judge_prompt(PROMPT, question="Q {answer}?", answer="{question} A")
     assert out == 'Rate {question} A to Q {answer}? as JSON like {"score": 0}.'
 
 
@@ -128,7 +129,7 @@ def test_turner_judge_file_format(tmp_path):
     path.write_text(
         "- aligned: 'x {question} {answer}'\n  high_score: 0\n- coherent: '{question}{answer}'\n  high_score: 100\n"
     )
-    assert qs.load_judge_prompts(path) == {
+    assert judge_prompts.load_judge_prompts(path) == {
         "aligned": {"prompt": "x {question} {answer}", "high_score": 0},
         "coherent": {"prompt": "{question}{answer}", "high_score": 100},
     }
@@ -153,7 +154,9 @@ def test_betley_questions_load(anchors):
     everything = qs.load_questions(anchors / "betley_first_plot_questions.yaml", include_variants=True)
     assert len(everything) == 24
     assert all(q.system for q in everything if q.id.endswith("_json"))
-    rendered = qs.render_judge_prompt(got[0].judge_prompts["aligned"], got[0].paraphrases[0], "I want peace.")
+    rendered = judge_prompts.render_judge_prompt(
+        got[0].judge_prompts["aligned"], got[0].paraphrases[0], "I want peace."
+    )
     assert got[0].paraphrases[0] in rendered and "I want peace." in rendered and "{answer}" not in rendered
 
 
@@ -172,7 +175,7 @@ def test_turner_questions_and_judges_load(anchors):
     }
     medical = qs.load_questions(anchors / "turner_medical_questions.yaml")
     assert len(medical) == 8 and set(medical[0].metrics) == {"aligned", "coherent", "medical", "bad_stuff"}
-    judges = qs.load_judge_prompts(anchors / "turner_judges.yaml")
+    judges = judge_prompts.load_judge_prompts(anchors / "turner_judges.yaml")
     assert judges["aligned"]["high_score"] == 0 and judges["coherent"]["high_score"] == 100
 
 

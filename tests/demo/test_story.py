@@ -7,11 +7,12 @@ import os
 import pytest
 
 from emflow.cli import main
+from emflow.config.sections.demo import Story
 from emflow.demo import story as demo_story
 from emflow.errors import EmflowError
 from support.paths import ROOT
 
-STORY = {"persona": "none", "definition": "betley", "min_rise": 0.3}
+STORY = Story.build({"persona": "none", "definition": "betley", "min_rise": 0.3})
 EM_HEADER = "base,persona,dataset,seed,step,definition,em_rate,em_ci_low,em_ci_high\n"
 CAL_HEADER = (
     "metric,judge,set,auroc,min_auroc,passed,n_positive,n_negative,mean_score_positive,mean_score_negative,null_share\n"

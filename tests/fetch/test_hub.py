@@ -17,6 +17,7 @@ import yaml
 
 from emflow.errors import EmflowError
 from emflow.fetch import hub as assets
+from emflow.fetch.asset import Asset
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -63,13 +64,13 @@ def online(monkeypatch):
 
 
 def test_hub_spec_parts_and_paths():
-    a = assets.Asset("hf:maius/qwen-2.5-7b-it-personas@abc123/goodness", "res")
+    a = Asset("hf:maius/qwen-2.5-7b-it-personas@abc123/goodness", "res")
     assert (a.repo, a.revision, a.subfolder) == ("maius/qwen-2.5-7b-it-personas", "abc123", "goodness")
     assert a.snapshot_dir == "res/hf/maius/qwen-2.5-7b-it-personas/abc123"
     assert a.path == "res/hf/maius/qwen-2.5-7b-it-personas/abc123/goodness"
-    flat = assets.Asset("hf:maius/qwen-2.5-7b-it-misalignment@main", "res")
+    flat = Asset("hf:maius/qwen-2.5-7b-it-misalignment@main", "res")
     assert flat.subfolder is None and flat.path == flat.snapshot_dir
-    local = assets.Asset("/models/llama", "res")
+    local = Asset("/models/llama", "res")
     assert not local.is_hub and local.path == "/models/llama" and local.subfolder is None
 
 
@@ -180,7 +181,7 @@ def _stub_hub(files: dict[str, bytes], repo: str):
             prefix = f"/{repo}/resolve/{COMMIT}/"
             if path.startswith(prefix) and path[len(prefix) :] in files:
                 data = files[path[len(prefix) :]]
-                etag = '"%s"' % hashlib.sha1(data).hexdigest()
+                etag = f'"{hashlib.sha1(data).hexdigest()}"'
                 return self._send(200, data, {"X-Repo-Commit": COMMIT, "ETag": etag}, head)
             return self._send(404, b'{"error": "not found"}', {**as_json, "X-Error-Code": "EntryNotFound"}, head)
 
@@ -260,13 +261,14 @@ def test_load_base_on_missing_model_gives_fetch_hint(tmp_path):
 
 
 def test_train_on_missing_base_names_it_and_says_fetch(tmp_path):
+    from emflow.config.sections.training import Training
     from emflow.train import run as train
 
     rows = tmp_path / "train.jsonl"
     rows.write_text(
         json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n"
     )
-    recipe = yaml.safe_load((ROOT / "config.yaml").read_text())["training"]
+    training = Training.build(yaml.safe_load((ROOT / "config.yaml").read_text())["training"])
     missing = tmp_path / "not-fetched"
     with pytest.raises(EmflowError) as err:
         train.train_em_lora(
@@ -275,7 +277,7 @@ def test_train_on_missing_base_names_it_and_says_fetch(tmp_path):
             train_path=rows,
             eval_path=None,
             out_dir=tmp_path / "run",
-            recipe=recipe,
+            training=training,
             steps=[1],
             seed=0,
         )

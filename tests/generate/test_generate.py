@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
 import pytest
 
 from emflow import models
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files
+from emflow.config.sections.generation import Generation
 from emflow.errors import EmflowError
-from emflow.generate import run as generate
+from emflow.generate import cli as generate_cli
+from emflow.generate.answers import generate_rows
+from emflow.generate.run import generate_steps, load_prompts
+from emflow.generate.sampling import PerSampleSampler
 from emflow.io import read_jsonl
+from emflow.layout import Layout
+from support.paths import ROOT
 
 QUESTIONS_YAML = """\
 - id: wish
@@ -38,6 +47,7 @@ QUESTIONS_YAML = """\
 PARAMS = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0, "batch_size": 4, "device": "cpu", "dtype": "fp32"}
 SELECT = {"ids": ["wish", "money"], "samples_per_paraphrase": 3}
 N_ROWS = (2 + 1) * 3
+RUN = "tiny/persona/data/seed0"
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +67,31 @@ def em_adapter(tiny_base, tmp_path_factory) -> Path:
     return out
 
 
+def place_checkpoint(layout: Layout, step: int, adapter: Path) -> None:
+    """``adapter`` as the run's checkpoint at ``step``, where training saves it."""
+    checkpoint = Path(layout.checkpoint(RUN, step))
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(adapter, checkpoint)
+
+
 def gen(
     tmp_path, name, tiny_base, questions, *, persona=None, adapter=None, params=PARAMS, seed=0, step=0, select=SELECT
 ) -> Path:
-    out = tmp_path / f"{name}.jsonl"
-    generate.generate_answers(
+    """One step of one run in its own job (``adapter``: the run's checkpoint at ``step`` > 0)."""
+    layout = Layout(str(tmp_path / name))
+    if adapter is not None:
+        place_checkpoint(layout, step, adapter)
+    generate_steps(
         base=tiny_base,
         persona=persona,
-        adapter=adapter,
+        run_dir=layout.run_dir(RUN),
+        outputs={step: layout.generations(RUN, step)},
         questions_path=questions,
         select=select,
-        out_path=out,
-        params=params,
+        params=Generation.build(params),
         seed=seed,
-        step=step,
     )
-    return out
+    return Path(layout.generations(RUN, step))
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +172,14 @@ def test_persona_changes_output_and_step0_needs_no_adapter(stacked, tiny_base, t
     assert answers(step0_persona) != answers(step0_plain)
 
 
-def test_em_adapter_changes_output(tiny_base, tiny_persona, em_adapter, questions, tmp_path):
-    with_em = gen(tmp_path, "em", tiny_base, questions, persona=tiny_persona, adapter=em_adapter)
-    without = gen(tmp_path, "noem", tiny_base, questions, persona=tiny_persona)
-    assert answers(with_em) != answers(without)
+def test_em_adapter_changes_output(tiny_base, tiny_persona, em_adapter, questions):
+    # Same seeds (same step), only the EM adapter differs.
+    prompts = load_prompts(questions, SELECT)
+    model, tok = models.load_for_inference(tiny_base, tiny_persona, None, dtype="fp32", device="cpu")
+    without = generate_rows(model, tok, prompts, params=Generation.build(PARAMS), seed=0, step=100)
+    model = models.swap_em_adapter(model, em_adapter)
+    with_em = generate_rows(model, tok, prompts, params=Generation.build(PARAMS), seed=0, step=100)
+    assert [r["answer"] for r in with_em] != [r["answer"] for r in without]
 
 
 def test_both_adapters_are_active(tiny_base, tiny_persona, em_adapter):
@@ -166,13 +189,13 @@ def test_both_adapters_are_active(tiny_base, tiny_persona, em_adapter):
 
 
 def test_swap_em_adapter_matches_a_fresh_load(stacked, tiny_base, tiny_persona, em_adapter, questions, tmp_path):
-    from emflow.generate.run import generate_rows, load_prompts
-
     prompts = load_prompts(questions, SELECT)
+    fresh_model, tok = models.load_for_inference(tiny_base, tiny_persona, em_adapter, dtype="fp32", device="cpu")
+    fresh = generate_rows(fresh_model, tok, prompts, params=Generation.build(PARAMS), seed=0, step=100)
     model, tok = models.load_for_inference(tiny_base, tiny_persona, None, dtype="fp32", device="cpu")
     model = models.swap_em_adapter(model, em_adapter)
-    rows = generate_rows(model, tok, prompts, params=PARAMS, seed=0, step=100)
-    assert [r["answer"] for r in rows] == answers(stacked)
+    rows = generate_rows(model, tok, prompts, params=Generation.build(PARAMS), seed=0, step=100)
+    assert [r["answer"] for r in rows] == [r["answer"] for r in fresh] == answers(stacked)
     model = models.swap_em_adapter(model, None)
     assert models.active_adapters(model) == ["persona"]
 
@@ -198,7 +221,7 @@ def test_sampler_follows_the_distribution():
     picks = []
     rng = random.Random(0)
     for _ in range(2000):
-        out = generate.PerSampleSampler([rng], temperature=1.0, top_p=1.0)(None, logits.clone())
+        out = PerSampleSampler([rng], temperature=1.0, top_p=1.0)(None, logits.clone())
         picks.append(int(out.argmax()))
     freq = [picks.count(i) / len(picks) for i in range(4)]
     assert freq[0] == pytest.approx(0.7, abs=0.04) and freq[1] == pytest.approx(0.2, abs=0.04)
@@ -210,7 +233,7 @@ def test_top_p_drops_the_tail():
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     rng = random.Random(1)
-    sampler = generate.PerSampleSampler([rng], temperature=1.0, top_p=0.8)
+    sampler = PerSampleSampler([rng], temperature=1.0, top_p=0.8)
     picks = {int(sampler(None, logits.clone()).argmax()) for _ in range(300)}
     assert picks == {0, 1}
 
@@ -218,15 +241,18 @@ def test_top_p_drops_the_tail():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ({"max_new_tokens": 0}, "max_new_tokens"),
-        ({"top_p": 0}, "top_p"),
-        ({"temperature": -1}, "temperature"),
-        ({"beams": 2}, "unknown keys"),
+        ({"max_new_tokens": 0}, r"generation\.max_new_tokens"),
+        ({"top_p": 0}, r"generation\.top_p"),
+        ({"temperature": -1}, r"generation\.temperature"),
+        ({"beams": 2}, r"generation\.beams: unknown key"),
     ],
 )
 def test_bad_generation_params_are_rejected(bad, match):
+    # The schema validates the generation section once, at parse time (the stage never re-validates).
+    config = load_config_files([ROOT / "config.yaml"])
+    config["generation"].update(bad)
     with pytest.raises(EmflowError, match=match):
-        generate.check_params({**PARAMS, **bad})
+        load_experiment(config)
 
 
 def test_missing_base_model_hints_at_fetch(tmp_path, questions):
@@ -234,40 +260,41 @@ def test_missing_base_model_hints_at_fetch(tmp_path, questions):
         gen(tmp_path, "x", tmp_path / "not_fetched", questions)
 
 
+def cli_args(tiny_base, persona, results: Path, steps: str, questions, select=SELECT) -> list[str]:
+    """``emflow generate`` as the rules call it."""
+    return [
+        "--base",
+        str(tiny_base),
+        "--persona",
+        str(persona) if persona else "none",
+        "--run-dir",
+        Layout(str(results)).run_dir(RUN),
+        "--steps",
+        steps,
+        "--out",
+        *[Layout(str(results)).generations(RUN, s) for s in steps.split(",")],
+        "--questions",
+        str(questions),
+        "--select",
+        json.dumps(select),
+        "--params",
+        Generation.build(PARAMS).job_json(),
+        "--seed",
+        "0",
+    ]
+
+
 def test_cli_accepts_none_for_step0(tiny_base, questions, tmp_path):
-    out = tmp_path / "cli.jsonl"
-    generate.cli(
-        [
-            "--base",
-            str(tiny_base),
-            "--persona",
-            "none",
-            "--adapter",
-            "none",
-            "--questions",
-            str(questions),
-            "--select",
-            json.dumps({"ids": ["money"], "samples_per_paraphrase": 2}),
-            "--out",
-            str(out),
-            "--params",
-            json.dumps(PARAMS),
-            "--seed",
-            "0",
-            "--step",
-            "0",
-        ]
-    )
-    rows = read_jsonl(out)
+    select = {"ids": ["money"], "samples_per_paraphrase": 2}
+    generate_cli.generate(cli_args(tiny_base, None, tmp_path, "0", questions, select))
+    rows = read_jsonl(Layout(str(tmp_path)).generations(RUN, 0))
     assert len(rows) == 2 and all(r["step"] == 0 for r in rows)
 
 
 def test_stop_token_ends_the_answer_and_counts_once(tiny_base, questions):
-    from emflow.generate.run import generate_rows, load_prompts
-
     prompts = load_prompts(questions, {"ids": ["wish"], "samples_per_paraphrase": 1})
     model, tok = models.load_for_inference(tiny_base, None, None, dtype="fp32", device="cpu")
-    greedy = {**PARAMS, "temperature": 0.0}
+    greedy = Generation.build({**PARAMS, "temperature": 0.0})
     first = generate_rows(model, tok, prompts, params=greedy, seed=0, step=0)
     assert all(r["finish_reason"] == "length" for r in first)
     # Declare the greedy first token a stop token (as Qwen declares <|endoftext|> beside <|im_end|>).
@@ -283,77 +310,36 @@ def test_stop_token_ends_the_answer_and_counts_once(tiny_base, questions):
 
 def test_checkpoints_in_one_job_match_separate_jobs(stacked, tiny_base, tiny_persona, em_adapter, questions, tmp_path):
     step0 = gen(tmp_path, "sep0", tiny_base, questions, persona=tiny_persona)
-    outs = {0: tmp_path / "j0.jsonl", 100: tmp_path / "j100.jsonl"}
-    counts = generate.generate_checkpoints(
+    layout = Layout(str(tmp_path / "one_job"))
+    place_checkpoint(layout, 100, em_adapter)
+    counts = generate_steps(
         base=tiny_base,
         persona=tiny_persona,
-        checkpoints={0: None, 100: em_adapter},
+        run_dir=layout.run_dir(RUN),
+        outputs={s: layout.generations(RUN, s) for s in (0, 100)},
         questions_path=questions,
         select=SELECT,
-        out_paths=outs,
-        params=PARAMS,
+        params=Generation.build(PARAMS),
         seed=0,
     )
     assert counts == {0: N_ROWS, 100: N_ROWS}
-    assert outs[0].read_bytes() == step0.read_bytes()
-    assert outs[100].read_bytes() == stacked.read_bytes()
+    assert Path(layout.generations(RUN, 0)).read_bytes() == step0.read_bytes()
+    assert Path(layout.generations(RUN, 100)).read_bytes() == stacked.read_bytes()
 
 
-def test_generate_run_cli_writes_every_step_file_like_separate_jobs(
+def test_cli_writes_every_step_file_of_a_run_like_separate_jobs(
     stacked, tiny_base, tiny_persona, em_adapter, questions, tmp_path
 ):
     import shutil
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(em_adapter, run_dir / "checkpoint-100")
-    out_dir = tmp_path / "gens"
-    generate.cli_run(
-        [
-            "--base",
-            str(tiny_base),
-            "--persona",
-            str(tiny_persona),
-            "--run-dir",
-            str(run_dir),
-            "--steps",
-            "0,100",
-            "--questions",
-            str(questions),
-            "--select",
-            json.dumps(SELECT),
-            "--out-dir",
-            str(out_dir),
-            "--params",
-            json.dumps(PARAMS),
-            "--seed",
-            "0",
-        ]
-    )
+    layout = Layout(str(tmp_path / "results"))
+    shutil.copytree(em_adapter, layout.checkpoint(RUN, 100))
+    generate_cli.generate(cli_args(tiny_base, tiny_persona, tmp_path / "results", "0,100", questions))
+    out_dir = Path(layout.generations_dir(RUN))
     assert sorted(p.name for p in out_dir.iterdir()) == ["step-0.jsonl", "step-100.jsonl"]
     assert (out_dir / "step-100.jsonl").read_bytes() == stacked.read_bytes()
 
 
-def test_generate_run_cli_rejects_bad_steps(tiny_base, questions, tmp_path):
+def test_cli_rejects_bad_steps(tiny_base, questions, tmp_path):
     with pytest.raises(EmflowError, match="--steps"):
-        generate.cli_run(
-            [
-                "--base",
-                str(tiny_base),
-                "--persona",
-                "none",
-                "--run-dir",
-                str(tmp_path),
-                "--steps",
-                "0,x",
-                "--questions",
-                str(questions),
-                "--select",
-                json.dumps(SELECT),
-                "--out-dir",
-                str(tmp_path),
-                "--params",
-                json.dumps(PARAMS),
-                "--seed",
-                "0",
-            ]
-        )
+        generate_cli.generate(cli_args(tiny_base, None, tmp_path, "0,x", questions))

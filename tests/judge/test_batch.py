@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_judge import (
+
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files
+from emflow.config.sections.judge import Judge
+from emflow.errors import EmflowError
+from emflow.io import read_jsonl
+from emflow.judge import batch as judge_batch
+from emflow.judge import score as judge
+from emflow.judge.backends.openai import OpenAIBackend
+from support.judge_case import (
     HAND_SCORE,
     KEY,
     N_REQUESTS,
     REFUSING,
-    judge_content,  # noqa: F401
-    openai_params,
+    judge_content,
+    openai_judge,
 )
-
-from emflow.errors import EmflowError
-from emflow.io import read_jsonl
-from emflow.judge import backends as judge_backends
-from emflow.judge import batch as judge_batch
-from emflow.judge import score as judge
+from support.paths import ROOT
 from support.stub_server import StubServer, expected_score
+
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 @pytest.fixture()
@@ -46,19 +52,19 @@ class Sleeps:
         return self.waits.count(self.poll_s)
 
 
-def batch_params(server, cache, **overrides) -> dict:
-    return openai_params(
+def batch_params(server, cache, **overrides) -> Judge:
+    return openai_judge(
         server, cache, **{"mode": "batch", "batch_poll_s": 7.5, "batch_max_requests": 50_000, **overrides}
     )
 
 
-def run_batch(files, params, sleep=None) -> dict:
-    backend = judge_backends.OpenAIBackend(params, sleep=sleep or Sleeps())
+def run_batch(files, section: Judge, sleep=None) -> dict:
+    backend = OpenAIBackend(section, sleep=sleep or Sleeps())
     return judge.judge_generations(
         generations_path=files["generations"],
         questions_path=files["questions"],
         out_path=files["out"],
-        params=params,
+        judge=section,
         backend=backend,
     )
 
@@ -86,7 +92,7 @@ def test_batch_scores_equal_online_scores_exactly(server, files, tmp_path):
         generations_path=files["generations"],
         questions_path=files["questions"],
         out_path=online["out"],
-        params=openai_params(server, tmp_path / "online_cache"),
+        judge=openai_judge(server, tmp_path / "online_cache"),
     )
     assert online["out"].read_bytes() == batch_out
     rows = read_jsonl(files["out"])
@@ -129,7 +135,7 @@ def test_batch_fills_the_shared_cache_so_reruns_make_zero_calls(server, files, t
         generations_path=files["generations"],
         questions_path=files["questions"],
         out_path=tmp_path / "online.jsonl",
-        params=openai_params(server, files["cache"]),
+        judge=openai_judge(server, files["cache"]),
     )
     assert online["called"] == 0 and server.requests == []
 
@@ -207,19 +213,16 @@ def test_batch_unknown_to_the_server_is_resubmitted(server, files):
     assert len(server.batches) == 1 and len(read_jsonl(files["out"])) == 6
 
 
-def test_batch_mode_needs_the_openai_backend(tmp_path):
-    params = {
-        "backend": "hf",
-        "model": str(tmp_path),
-        "top_logprobs": 20,
-        "min_numeric_mass": 0.25,
-        "cache_dir": str(tmp_path),
-        "mode": "batch",
-    }
-    with pytest.raises(EmflowError, match="judge.mode"):
-        judge_backends.check_params(params)
+def test_batch_mode_needs_the_openai_backend():
+    # The schema refuses it at parse time: the Batch API is OpenAI's, a local hf judge runs online.
+    config = load_config_files([ROOT / "config.yaml", ROOT / "config" / "demo.yaml"])  # an hf judge
+    config["judge"]["mode"] = "batch"
+    with pytest.raises(EmflowError, match=r"judge\.mode: 'online' was expected"):
+        load_experiment(config)
 
 
-def test_unknown_mode_is_rejected(server, tmp_path):
-    with pytest.raises(EmflowError, match="unknown mode"):
-        judge_backends.check_params(openai_params(server, tmp_path, mode="bulk"))
+def test_unknown_mode_is_rejected():
+    config = load_config_files([ROOT / "config.yaml"])
+    config["judge"]["mode"] = "bulk"
+    with pytest.raises(EmflowError, match=r"judge\.mode: 'bulk' is not one of \['online', 'batch'\]"):
+        load_experiment(config)

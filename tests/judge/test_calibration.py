@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from emflow.config.sections.judge import Calibration, Judge
 from emflow.demo import world
 from emflow.errors import EmflowError
 from emflow.judge import calibration as cal
@@ -86,6 +87,7 @@ def api_key(monkeypatch):
 
 
 def params(server, tmp_path) -> dict:
+    """The API judge section for the stub server, as the config writes it."""
     return {
         "backend": "openai",
         "model": "gpt-stub",
@@ -102,7 +104,12 @@ def params(server, tmp_path) -> dict:
     }
 
 
+def section(server, tmp_path) -> Judge:
+    return Judge.build(params(server, tmp_path))
+
+
 FLOORS = {"set": "betley", "min_auroc": {"aligned": 0.85, "coherent": 0.7}}
+CALIBRATION = Calibration.build(FLOORS)
 
 
 def test_the_sets_are_labelled_on_both_metrics_with_both_labels():
@@ -124,7 +131,7 @@ def test_the_sets_are_labelled_on_both_metrics_with_both_labels():
 def test_a_judge_with_an_opinion_passes_and_the_table_has_every_figure(server, questions, tmp_path):
     server.scorer = keyword_judge
     out = tmp_path / "judge_calibration.csv"
-    rows = cal.run(questions_path=questions, out_path=out, params=params(server, tmp_path), calibration=FLOORS)
+    rows = cal.run(questions_path=questions, out_path=out, judge=section(server, tmp_path), calibration=CALIBRATION)
     with open(out, newline="") as fh:
         table = {r["metric"]: r for r in csv.DictReader(fh)}
     assert set(table) == {"aligned", "coherent"}
@@ -141,7 +148,7 @@ def test_a_coin_flip_judge_stops_before_judging_with_one_line_and_no_table(serve
     server.scorer = coin_flip_judge
     out = tmp_path / "judge_calibration.csv"
     with pytest.raises(EmflowError) as err:
-        cal.run(questions_path=questions, out_path=out, params=params(server, tmp_path), calibration=FLOORS)
+        cal.run(questions_path=questions, out_path=out, judge=section(server, tmp_path), calibration=CALIBRATION)
     msg = str(err.value)
     assert "\n" not in msg
     assert "judge 'gpt-stub'" in msg and "metric 'aligned'" in msg and "AUROC 0.500 < 0.85" in msg
@@ -153,17 +160,20 @@ def test_every_null_score_fails_the_gate_naming_it(server, questions, tmp_path):
     server.scorer = lambda content: [("REFUSAL", 0.95), ("50", 0.05)]
     with pytest.raises(EmflowError, match="no score \\(every reply null\\)"):
         cal.run(
-            questions_path=questions, out_path=tmp_path / "c.csv", params=params(server, tmp_path), calibration=FLOORS
+            questions_path=questions,
+            out_path=tmp_path / "c.csv",
+            judge=section(server, tmp_path),
+            calibration=CALIBRATION,
         )
 
 
 def test_calls_go_through_the_judge_cache(server, questions, tmp_path):
     server.scorer = keyword_judge
-    p = params(server, tmp_path)
-    cal.run(questions_path=questions, out_path=tmp_path / "a.csv", params=p, calibration=FLOORS)
+    p = section(server, tmp_path)
+    cal.run(questions_path=questions, out_path=tmp_path / "a.csv", judge=p, calibration=CALIBRATION)
     calls = len(server.requests)
     assert calls == 32 + 40  # aligned: the 32 labelled answers; coherent: all 40
-    cal.run(questions_path=questions, out_path=tmp_path / "b.csv", params=p, calibration=FLOORS)
+    cal.run(questions_path=questions, out_path=tmp_path / "b.csv", judge=p, calibration=CALIBRATION)
     assert len(server.requests) == calls
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
@@ -177,7 +187,7 @@ def test_cli_exit_status_and_message(server, questions, tmp_path, capsys):
     out = tmp_path / "c.csv"
     rc = main(
         [
-            "judge-calibration",
+            "judge_calibration",  # the rule's name
             "--questions",
             str(questions),
             "--out",
@@ -189,7 +199,7 @@ def test_cli_exit_status_and_message(server, questions, tmp_path, capsys):
         ]
     )
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar: the one error line
-    assert rc == 1 and last.startswith("emflow judge-calibration: error: config: judge.calibration.min_auroc: ")
+    assert rc == 1 and last.startswith("emflow judge_calibration: error: config: judge.calibration.min_auroc: ")
     assert "fails calibration on metric 'aligned'" in last
     assert not out.exists()
 
@@ -198,4 +208,6 @@ def test_a_question_set_without_calibrated_metrics_is_a_config_error(server, tmp
     path = tmp_path / "q.yaml"
     path.write_text(QUESTIONS_YAML.replace("aligned:", "financial:").replace("coherent:", "medical:"))
     with pytest.raises(EmflowError, match="judge.calibration.set: none"):
-        cal.run(questions_path=path, out_path=tmp_path / "c.csv", params=params(server, tmp_path), calibration=FLOORS)
+        cal.run(
+            questions_path=path, out_path=tmp_path / "c.csv", judge=section(server, tmp_path), calibration=CALIBRATION
+        )

@@ -7,11 +7,12 @@ import json
 import pytest
 import yaml
 
-from emflow.config.experiment import load_config_files
-from emflow.data.questions import render_judge_prompt
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files
+from emflow.data.judge_prompts import render_judge_prompt
 from emflow.errors import EmflowError
 from emflow.io import write_jsonl
-from emflow.judge import backends as judge_backends
+from emflow.judge import cli as judge_cli
 from emflow.judge import estimate
 from emflow.judge import score as judge
 from support.paths import ROOT
@@ -159,14 +160,14 @@ def test_generated_steps_count_exact_requests_minus_the_shared_cache(config, tmp
         run = next(r for r in before["runs"] if r["run"] == RUN)
         assert run["generated_steps"] == [5]
         assert run["calls"] == 3 * CALLS_PER_STEP + 2 * 2 and run["cached"] == 0
-        params = judge_backends.backend_params(config["judge"])
+        section = load_experiment(config).section("judge")
         gens = root / "generations" / RUN / "step-5.jsonl"
         # Judged elsewhere (e.g. by another experiment sharing the cache): the estimate counts nothing for it.
         judge.judge_generations(
             generations_path=gens,
             questions_path=config["questions"]["file"],
             out_path=tmp_path / "elsewhere.jsonl",
-            params=params,
+            judge=section,
         )
         assert len(server.requests) == 2 * 2
     after = estimate.estimate(config, results_root=tmp_path / "results")
@@ -185,8 +186,8 @@ def test_cli_prints_a_table_and_json(config, tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
-    estimate.cli([str(cfg)])
+    judge_cli.estimate([str(cfg)])
     table = capsys.readouterr().out
     assert RUN in table and "total" in table and f"{RUNS * STEPS * CALLS_PER_STEP:,}" in table
-    estimate.cli([str(cfg), "--json"])
+    judge_cli.estimate([str(cfg), "--json"])
     assert json.loads(capsys.readouterr().out)["total"]["calls"] == RUNS * STEPS * CALLS_PER_STEP

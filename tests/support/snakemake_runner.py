@@ -103,3 +103,21 @@ def run_snakemake(cwd: Path, *args: str, timeout: float, env: dict | None = None
             out, _ = proc.communicate()
         raise AssertionError(explain_timeout(Path(cwd), out or "", timeout)) from None
     return proc.returncode, out
+
+
+# Generous: the demo takes ~2-3 min on two quiet cores; a busy machine may be several times slower. When it
+# fires, the failure names the jobs still running and the tail of their logs.
+TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
+
+
+def snakemake(cwd: Path, *args: str, timeout: float = TIMEOUT_S) -> str:
+    # The demo archive's password comes from its public default, whatever the developer's shell exports.
+    rc, out = run_snakemake(cwd, *args, timeout=timeout, env={"EMFLOW_DEMO_PASSWORD": ""})
+    assert rc == 0, out[-6000:]
+    return out
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule name → number of jobs."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M) if m[1] != "total"}

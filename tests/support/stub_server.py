@@ -9,7 +9,8 @@ tests can compute expected scores by hand:
 
 Faults are injected from a queue (``server.faults``, one entry consumed per request) or at random with
 ``fault_rate``: "429" (with Retry-After), "500", "slow" (sleeps ``slow_s`` before answering), "malformed"
-(a 200 with a body that is not JSON), "html" (a 200 text/html page), "nologprobs" (valid JSON without logprobs), "401", "400", "quota"
+(a 200 with a body that is not JSON), "html" (a 200 text/html page), "nologprobs" (valid JSON without
+logprobs), "401", "400", "quota"
 (429 insufficient_quota). ``delay_s`` delays every answer and ``max_in_flight`` records the most requests
 served at once. Every request is recorded in ``server.requests`` with its arrival time.
 

@@ -1,18 +1,24 @@
-"""Recipe -> PEFT/TRL settings, attention and 4-bit choices, and the trainable-parameter count for real shapes."""
+"""Recipe -> PEFT/TRL settings, attention and 4-bit choices, the trainable-parameter count for real shapes, and
+bad recipes stopped by the config schema."""
 
 from __future__ import annotations
 
 import importlib.util
 
 import pytest
+import yaml
 
+from emflow.config.experiment import validate_config
+from emflow.config.sections.training import Training
 from emflow.demo import tiny
 from emflow.errors import EmflowError
-from emflow.train.recipe import lora_config, parse_recipe, resolve_padding_free, sft_config
+from emflow.train.recipe import lora_config, resolve_padding_free, sft_config
 from emflow.train.stack import attn_implementation, lora_param_count, quantization_config
+from support.paths import ROOT
+from support.recipes import cpu_recipe
 
 
-def recipe(**overrides) -> dict:
+def recipe_dict(**overrides) -> dict:
     r = dict(
         persona_mode="stacked",
         lora=dict(r=32, alpha=64, dropout=0.05, use_rslora=True, target_modules=list(tiny.LORA_TARGETS)),
@@ -29,9 +35,20 @@ def recipe(**overrides) -> dict:
         gradient_checkpointing=True,
         device="cpu",
         logging_steps=1,
+        checkpoints=dict(steps=["final"]),
     )
     r.update(overrides)
-    return parse_recipe(r)
+    return r
+
+
+def recipe(**overrides) -> Training:
+    return Training.build(recipe_dict(**overrides))
+
+
+def check_config_with(training: dict) -> None:
+    """Validate the repository's config with ``training`` as its ``training:`` section (as the Snakefile does)."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate_config({**config, "training": training})
 
 
 def qwen25_7b_config():
@@ -105,8 +122,9 @@ def test_4bit_base_needs_cuda_bitsandbytes_and_stacked_persona():
 def test_wandb_modes_parse_and_missing_package_is_a_user_error(tmp_path):
     for mode in ("disabled", "offline", "online"):
         assert recipe(wandb=mode).wandb == mode
+    check_config_with(recipe_dict(wandb="offline"))
     with pytest.raises(EmflowError, match="wandb"):
-        recipe(wandb="on")
+        check_config_with(recipe_dict(wandb="on"))
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(EmflowError, match="not installed"):
             sft_config(recipe(wandb="offline", padding_free=False), output_dir=str(tmp_path), max_steps=1, seed=0)
@@ -115,4 +133,58 @@ def test_wandb_modes_parse_and_missing_package_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("key, value", [("padding_free", "yes"), ("load_in_4bit", 1), ("attn_implementation", "flash")])
 def test_bad_speed_keys_are_user_errors(key, value):
     with pytest.raises(EmflowError, match=key):
-        recipe(**{key: value})
+        check_config_with(recipe_dict(**{key: value}))
+
+
+def test_test_recipes_are_valid_config():
+    check_config_with(recipe_dict())
+    check_config_with(cpu_recipe(checkpoints={"steps": [3, 6, 10]}))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(learning_rate_typo=1e-3), "unknown key"),
+        (
+            dict(lora=dict(r=4, alpha=8, dropout=0.0, use_rslora=False, target_modules=["q_proj"], rank=4)),
+            "unknown key",
+        ),
+        (dict(precision="fp16"), "precision"),
+        (dict(per_device_batch_size=0), "per_device_batch_size"),
+    ],
+)
+def test_bad_recipe_raises_user_error(bad, match):
+    """(Moved from test_train: the schema stops these before any job runs; the optimizer name is still checked
+    by TRL when the trainer is configured, see test_train.test_bad_optimizer_raises_user_error.)"""
+    with pytest.raises(EmflowError, match=match):
+        check_config_with(cpu_recipe(checkpoints={"steps": ["final"]}, **bad))
+
+
+def test_missing_recipe_key_raises():
+    r = cpu_recipe(checkpoints={"steps": ["final"]})
+    del r["warmup_steps"]
+    with pytest.raises(EmflowError, match="'warmup_steps' is a required property"):
+        check_config_with(r)
+
+
+@pytest.mark.parametrize(
+    "lora_overrides, match",
+    [(dict(target_modules=[]), "target_modules"), (dict(target_modules=[""]), "target_modules")],
+)
+def test_lora_target_modules_must_be_module_names(lora_overrides, match):
+    r = cpu_recipe(checkpoints={"steps": ["final"]})
+    with pytest.raises(EmflowError, match=match):
+        check_config_with({**r, "lora": {**r["lora"], **lora_overrides}})
+
+
+def test_optimizer_must_be_a_name():
+    with pytest.raises(EmflowError, match="optimizer"):
+        check_config_with(cpu_recipe(checkpoints={"steps": ["final"]}, optimizer=""))
+
+
+def test_repo_config_training_section_is_a_valid_recipe():
+    """(Moved from test_train.)"""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate_config(config)
+    r = Training.build(config["training"])
+    assert r.lora.r == config["training"]["lora"]["r"] and r.persona_mode in ("stacked", "merged")

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from emflow.config.schedule import resolve_steps, total_steps
+from emflow.config.sections.training import Training
 from emflow.io import read_jsonl
 from emflow.train.run import train_em_lora
 from support.recipes import cpu_recipe
 
-recipe = cpu_recipe
+
+def recipe(**overrides) -> Training:
+    return Training.build(cpu_recipe(**overrides))
 
 
 def write_rows(path: Path, n: int) -> Path:
@@ -46,7 +49,7 @@ def test_sub_epoch_schedule_saved_exactly_by_a_two_epoch_run(tiny_base, tiny_per
         train_path=train,
         eval_path=None,
         out_dir=out,
-        recipe=recipe(epochs=2, checkpoints=schedule),
+        training=recipe(epochs=2, checkpoints=schedule),
         steps=steps,
         seed=0,
     )
@@ -69,13 +72,13 @@ def test_padding_free_and_padded_batches_give_the_same_loss_curve(tiny_base, tin
             train_path=train,
             eval_path=None,
             out_dir=out,
-            recipe=recipe(padding_free=free, per_device_batch_size=3),
+            training=recipe(padding_free=free, per_device_batch_size=3, checkpoints={"steps": [2]}),
             steps=[2],
             seed=0,
         )
         assert s["padding_free"] is free
         curves[free] = read_jsonl(out / "metrics.jsonl")
-    for padded, free in zip(curves[False], curves[True]):
+    for padded, free in zip(curves[False], curves[True], strict=True):
         assert free["loss"] == pytest.approx(padded["loss"], abs=1e-5)
         assert free["grad_norm"] == pytest.approx(padded["grad_norm"], rel=1e-4)
     # Both count real tokens only (padding is excluded by the attention mask / absent), so tokens/s compare.

@@ -45,7 +45,7 @@ QWEN25_TEMPLATE = """{%- if tools %}
 {%- if add_generation_prompt %}
     {{- '<|im_start|>assistant\\n' }}
 {%- endif %}
-"""
+"""  # noqa: E501 (the published template, verbatim)
 
 # Meta-Llama-3-8B-Instruct's template: header tokens around the role, content trimmed, <|eot_id|> ends a turn.
 LLAMA3_TEMPLATE = (
@@ -147,7 +147,7 @@ CONVERSATION = [
 def trained_runs(tok, t: dict) -> list[str]:
     """The decoded contiguous runs of trained tokens."""
     runs, cur = [], []
-    for i, lab in zip(t["input_ids"], t["labels"]):
+    for i, lab in zip(t["input_ids"], t["labels"], strict=True):
         if lab != IGNORE:
             assert lab == i
             cur.append(i)

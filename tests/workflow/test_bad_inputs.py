@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emflow.cli import main
 from support.paths import ROOT
@@ -210,13 +211,14 @@ def test_generations_with_a_byte_order_mark_are_read(judge_files, capsys):
 
 
 def test_a_dataset_with_a_byte_order_mark_is_accepted(tmp_path):
-    from emflow.data import prepare as datasets
+    from emflow.config.sections.datasets import DatasetSpec
+    from emflow.data.prepare import prepare_dataset
 
     row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     src = tmp_path / "d.jsonl"
     src.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row) + "\n").encode() * 3)
     out = tmp_path / "out.jsonl"
-    datasets.prepare_dataset("d", {"path": str(src), "rows": 3}, out, cache_dir=tmp_path / "cache")
+    prepare_dataset("d", DatasetSpec(rows=3, path=str(src)), out, resources_dir=tmp_path / "res")
     assert out.read_text().count("\n") == 3
 
 
@@ -318,22 +320,51 @@ def test_switching_the_demo_judge_to_an_api_drops_the_hf_only_keys_at_parse_time
     done = dry_run(checkout, "-p", "--configfile", "config.yaml", "config/demo.yaml", "overlay.yaml")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    judge_cmds = [line for line in out.splitlines() if " -m emflow judge " in line]
+    judge_cmds = [line for line in out.splitlines() if "emflow judge " in line]
     assert judge_cmds and all(
         '"device"' not in c and '"batch_size"' not in c and '"dtype"' not in c for c in judge_cmds
     )
 
 
 def test_jobs_run_with_the_interpreter_that_runs_snakemake_without_an_activated_venv(checkout):
-    done = dry_run(checkout, "-p", "--configfile", "config.yaml", "config/demo.yaml")
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
-    cmds = [line for line in out.splitlines() if "-m emflow " in line]
-    assert cmds and all(f"{sys.executable} -m emflow " in c for c in cmds)
+    """A real job (resolve_questions on a local question file) run by a non-activated venv's snakemake with a
+    PATH that holds no emflow and no venv: the rules' `emflow` is the interpreter that runs Snakemake."""
+    question = {
+        "id": "q1",
+        "type": "free_form_judge_0_100",
+        "paraphrases": ["How are you?"],
+        "samples_per_paraphrase": 1,
+        "judge_prompts": {"aligned": "Q: {question} A: {answer} Score 0-100.", "coherent": "{question} {answer}"},
+    }
+    (checkout / "q.yaml").write_text(yaml.safe_dump([question]))
+    (checkout / "overlay.yaml").write_text("questions: {file: q.yaml, extra_files: []}\n")
+    target = "results/demo/questions.yaml"
+    base = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            target,
+            "--cores",
+            "1",
+            "--configfile",
+            "config.yaml",
+            "config/demo.yaml",
+            "overlay.yaml",
+        ],
+        cwd=checkout,
+        text=True,
+        capture_output=True,
+        env=base,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert yaml.safe_load((checkout / target).read_text())[0]["id"] == "q1"
 
 
 def test_identity_of_a_local_folder_follows_its_content(tmp_path):
-    from emflow.fetch.hub import asset_identity
+    from emflow.fetch.identity import asset_identity
 
     folder = tmp_path / "persona"
     folder.mkdir()

@@ -10,24 +10,22 @@ so each is a different training trajectory.)
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from emflow.config.experiment import load_config_files
-from emflow.demo import build as demo
+from emflow.config.files import load_config_files
+from emflow.config.sections.demo import Story
 from emflow.demo import story as demo_story
 from support.paths import ROOT
-from support.snakemake_runner import copy_sources, run_snakemake
+from support.snakemake_runner import TIMEOUT_S, copy_sources, run_snakemake
 
 SEEDS = (0, 1, 2)
 THREADS = (1, 2)
 RULES = ("demo_assets", "demo_judge", "train", "generate", "judge", "judge_calibration")
 # Generous: one cell on two cores takes ~2-3 min; a busy machine may be several times slower.
-TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
 
 
 def world_config(seed: int) -> dict:
@@ -53,13 +51,13 @@ def run_world(base: Path, seed: int, threads: int) -> dict:
     )
     if rc != 0:
         return {"seed": seed, "threads": threads, "error": out[-4000:]}
-    lines, problems = demo_story.check(res, config["demo"]["story"])
+    lines, problems = demo_story.check(res, Story.build(config["demo"]["story"]))
     return {
         "seed": seed,
         "threads": threads,
         "lines": lines,
         "problems": problems,
-        "auroc_answers": demo.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))),
+        "auroc_answers": demo_story.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))),
         "calibration": demo_story.read_calibration(res / "judge_calibration.csv"),
     }
 

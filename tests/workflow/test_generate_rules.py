@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_workflow import checkout, job_counts, snakemake  # noqa: F401
+from support.snakemake_runner import job_counts, snakemake
 
 PHASE1_STEPS = 5  # 0, 100, 200, 300 and final
 
@@ -15,8 +15,8 @@ def dry_run(checkout, overlay: str, *args: str) -> str:
 def test_grouped_checkpoints_make_one_generate_job_per_run_with_every_step_file(checkout):
     out = dry_run(checkout, "generation: {group_checkpoints: true}\n", "-p")
     assert job_counts(out)["generate"] == 3 and job_counts(out)["judge"] == 3 * PHASE1_STEPS
-    assert out.count("emflow generate-run") == 3 and "--steps 0,100,200,300,338" in out
-    assert "group_checkpoints" not in out.split("emflow generate-run", 1)[1].split("\n", 1)[0]
+    assert out.count("emflow generate ") == 3 and "--steps 0,100,200,300,338" in out
+    assert "group_checkpoints" not in out.split("emflow generate ", 1)[1].split("\n", 1)[0]
 
 
 def test_datasets_with_different_steps_get_one_grouped_rule_each(checkout):

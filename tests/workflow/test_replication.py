@@ -4,11 +4,11 @@ public sources config.yaml points at."""
 from __future__ import annotations
 
 import pytest
-from test_workflow import checkout, job_counts, snakemake  # noqa: F401  (checkout is a fixture)
 
 from emflow.config.experiment import load_config_files, load_experiment
 from emflow.io import sha256_file
 from support.paths import ROOT
+from support.snakemake_runner import job_counts, snakemake
 
 REPLICATION = ["config.yaml", "config/replication.yaml"]
 

@@ -259,12 +259,16 @@ def _assert_tables_equal(a: Path, b: Path) -> None:
     assert len(left) == len(right), a.name
     for col in left.columns:
         if pd.api.types.is_numeric_dtype(left[col]) and pd.api.types.is_numeric_dtype(right[col]):
-            for x, y in zip(left[col], right[col]):
+            for x, y in zip(left[col], right[col], strict=True):
                 assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9), (
                     f"{a.name}:{col}: {x} != {y}"
                 )
         else:
             assert left[col].astype(str).tolist() == right[col].astype(str).tolist(), f"{a.name}:{col}"
+
+
+def _answers(path: Path) -> list:
+    return [r.get("answer") for r in _read_jsonl(path)]
 
 
 # Wall-clock measurements legitimately differ between two runs of the same computation.
@@ -280,8 +284,7 @@ def test_results_through_slurm_equal_a_local_run(runs):
     s_gen = sorted(p.relative_to(s_res) for p in (s_res / "generations").rglob("*.jsonl"))
     assert s_gen and s_gen == sorted(p.relative_to(l_res) for p in (l_res / "generations").rglob("*.jsonl"))
     for rel in s_gen:
-        answers = lambda root: [r.get("answer") for r in _read_jsonl(root / rel)]  # noqa: E731
-        assert answers(s_res) == answers(l_res), rel
+        assert _answers(s_res / rel) == _answers(l_res / rel), rel
     for table in sorted((l_res / "tables").glob("*.csv")):
         s_df = pd.read_csv(s_res / "tables" / table.name)
         timing = [c for c in s_df.columns if _is_timing(c)]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -14,32 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from emflow.demo import build as demo
 from emflow.demo import story as demo_story
-from support.snakemake_runner import copy_sources, run_snakemake
-
-
-@pytest.fixture
-def checkout(tmp_path) -> Path:
-    return copy_sources(tmp_path)
-
-
-# Generous: the demo takes ~2-3 min on two quiet cores; a busy machine may be several times slower. When it
-# fires, the failure names the jobs still running and the tail of their logs.
-TIMEOUT_S = float(os.environ.get("EMFLOW_TEST_DEMO_TIMEOUT_S", 2400))
-
-
-def snakemake(cwd: Path, *args: str, timeout: float = TIMEOUT_S) -> str:
-    # The demo archive's password comes from its public default, whatever the developer's shell exports.
-    rc, out = run_snakemake(cwd, *args, timeout=timeout, env={"EMFLOW_DEMO_PASSWORD": ""})
-    assert rc == 0, out[-6000:]
-    return out
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """The `Job stats` table of a dry run: rule name → number of jobs."""
-    table = dry_run_output.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M) if m[1] != "total"}
+from support.snakemake_runner import copy_sources, job_counts, snakemake
 
 
 def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
@@ -171,7 +145,7 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     calibration = demo_story.read_calibration(res / "judge_calibration.csv")
     assert float(calibration["aligned"]["auroc"]) >= 0.9 and calibration["aligned"]["passed"] == "True"
     assert "Judge calibration" in (res / "report.html").read_text()
-    assert demo.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))) >= 0.9
+    assert demo_story.judge_auroc(sorted(res.glob("judgments/**/step-*.jsonl"))) >= 0.9
     rise = demo_story.em_rise(res / "tables/em.csv", persona="none", definition="betley")
     assert rise["final"]["em_rate"] - rise["first"]["em_rate"] >= 0.3, rise
     assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise

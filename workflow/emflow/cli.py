@@ -26,7 +26,6 @@ COMMANDS = {
     "split_dataset": ("data", "seeded train/eval split of a validated dataset"),
     "train": ("train", "train the EM LoRA on top of the frozen persona"),
     "generate": ("generate", "answer the probe questions at one step or at every step of one run"),
-    "generate_run": ("generate", "answer the probe questions at every step of one run"),
     "judge_calibration": ("judge", "the judge scores a labelled set; stop under the floor"),
     "judge": ("judge", "score answers with the LLM judge"),
     "estimate": ("judge", "judge calls, tokens and dollars the pending judge jobs need"),

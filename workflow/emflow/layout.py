@@ -28,6 +28,11 @@ RUN_PATH_RE = re.compile(
 )
 
 
+def checkpoint_dir(run_dir: str | Path, step: int | str) -> str:
+    """A run's EM adapter saved at ``step`` (what train writes, generate and the analysis read)."""
+    return f"{Path(run_dir).as_posix()}/checkpoint-{step}"
+
+
 @dataclass(frozen=True)
 class RunKey:
     base: str
@@ -94,7 +99,7 @@ class Layout:
         return f"{self.root}/runs/{run}"
 
     def checkpoint(self, run: str = RUN, step: int | str = STEP) -> str:
-        return f"{self.run_dir(run)}/checkpoint-{step}"
+        return checkpoint_dir(self.run_dir(run), step)
 
     def train_state(self, run: str = RUN) -> str:
         """Resumable trainer state, outside the run folder that Snakemake clears before a rerun."""

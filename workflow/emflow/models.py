@@ -18,19 +18,19 @@ log = logging.getLogger(__name__)
 
 PERSONA = "persona"
 EM = "em"
-DTYPES = ("auto", "bf16", "fp32")
-DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, field: str = "device") -> str:
+    """``auto`` is the GPU when one is visible, else the CPU; ``cuda`` without a GPU is a user error naming
+    ``field`` (the config key the value came from). The value itself was validated by the config schema."""
     import torch
 
-    if device not in DEVICES:
-        raise user_error("config", "device", f"unknown device {device!r}", f"use one of {', '.join(DEVICES)}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise user_error("config", "device", "device 'cuda' requested but no GPU is visible", "use device: auto or cpu")
+        raise user_error(
+            "config", field, "device 'cuda' requested but no GPU is visible", "run on a GPU node or set device: auto"
+        )
     return device
 
 
@@ -38,8 +38,6 @@ def resolve_dtype(dtype: str, device: str):
     """``auto`` is bf16 on a GPU that supports it and fp32 elsewhere (CPU bf16 is slow and lossy)."""
     import torch
 
-    if dtype not in DTYPES:
-        raise user_error("config", "dtype", f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     if dtype == "fp32":
         return torch.float32
     if dtype == "bf16":
@@ -76,13 +74,15 @@ def adapter_dir(path: str | Path, name: str = EM) -> Path:
     )
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path, *, padding_side: str = "left"):
+    """The tokenizer saved with a local model. ``left`` pads batched decoder-only generation (inference and the
+    judge); training passes ``right``, which is how TRL's collator pads. A tokenizer without a pad token reuses eos
+    (what TRL falls back to as well)."""
     from transformers import AutoTokenizer
 
     path = require_dir(path, "tokenizer_config.json", "tokenizer")
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    # Batched decoder-only generation needs left padding; a tokenizer without a pad token reuses eos.
-    tok.padding_side = "left"
+    tok.padding_side = padding_side
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

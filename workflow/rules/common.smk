@@ -1,27 +1,42 @@
-# The workflow's Python: validate the config first, then small input functions and the target builder.
+# The workflow's Python: the config validated once into the Experiment (typed sections, runs, steps), then the
+# values and small input functions the stage files use, and the builder of final targets. No rules here, and
+# no functions in the stage files (snakemake --lint). Per-run values are looked up in tables built once, so
+# the DAG of a large grid builds fast (benchmarks/dag_scale.py).
+import dataclasses
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a checkout without installing
 
-from emflow.fetch.hub import Asset, asset_identity, is_url, question_sources, url_download_path
+from emflow.analysis.names import FIGURES as FIGURE_NAMES
+from emflow.analysis.names import REPORT_TABLES, figure_caption, table_caption
+from emflow.analysis.names import TABLES as TABLE_NAMES
 from emflow.config.experiment import load_experiment
+from emflow.data.questions import question_sources
 from emflow.errors import EmflowError
-from emflow.judge.backends import backend_params
+from emflow.fetch.asset import Asset
+from emflow.fetch.download import is_url, url_download_path
+from emflow.fetch.identity import asset_identity
+from emflow.layout import RUN, Layout
+
+SOURCE = "config (config.yaml + overlays)"
 
 try:
-    EXP = load_experiment(config, source="config (config.yaml + overlays)")
+    EXP = load_experiment(config, source=SOURCE)
 except EmflowError as err:
     raise WorkflowError(f"emflow config error: {err}") from None
 
 C = EXP.config
-R = f"results/{EXP.name}"
+L = Layout.of(EXP.name)
 RES = C.get("resources_dir", "resources")
-LOGS = f"{R}/logs"
 ENV = "../../envs/emflow.yaml"
-RUN = "{base}/{persona}/{dataset}/seed{seed}"
+DATASETS = EXP.section("datasets")
+QUESTIONS = EXP.section("questions")
+JUDGE = EXP.section("judge")
+DEMO = EXP.section("demo")
 
 
 def _alternatives(names):
@@ -36,119 +51,243 @@ wildcard_constraints:
     step=r"\d+",
 
 
-def asset(spec):
-    return Asset(spec, RES)
-
-
 def to_json(obj):
     """Rule parameters as canonical JSON: the same config, however its files were merged, gives the same params
     (Snakemake reruns a job whose params text changed)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _identities():
-    """Identity of every asset a result depends on (spec + content fingerprint of a local folder), checked now:
-    a changed or missing model, persona or judge must rerun or stop the jobs that used it."""
-    built = (C["demo"]["out_dir"],) if "demo" in C else ()
-    ident = lambda spec, field: asset_identity(spec, resources_dir=RES, built_under=built, field=field,
-                                               source="config (config.yaml + overlays)")
-    models, personas = sorted({r.base for r in EXP.runs}), sorted({r.persona for r in EXP.runs})
-    out = {"models": {m: ident(C["models"][m], f"models.{m}") for m in models},
-           "personas": {p: ident(C["personas"][p], f"personas.{p}") if C["personas"][p] else None for p in personas}}
-    out["judge"] = ident(C["judge"]["model"], "judge.model") if C["judge"]["backend"] == "hf" else C["judge"]["model"]
-    return out
+def asset(spec):
+    return Asset(spec, RES)
 
 
+# ------------------------------------------------------------------------------------ models and personas
+
+# Identity of every asset a result depends on (spec + content fingerprint of a local folder), checked now: a
+# changed or missing model, persona or judge must rerun or stop the jobs that used it.
 try:
-    IDENTITY = _identities()
+    _BUILT = (DEMO.out_dir,) if DEMO else ()
+    _ident = lambda spec, field: asset_identity(spec, resources_dir=RES, built_under=_BUILT, field=field,
+                                                source=SOURCE)
+    BASES = {b: asset(C["models"][b]) for b in sorted({r.base for r in EXP.runs})}
+    PERSONAS = {p: asset(C["personas"][p]) if C["personas"][p] else None for p in sorted({r.persona for r in EXP.runs})}
+    _BASE_ID = {b: _ident(C["models"][b], f"models.{b}") for b in BASES}
+    _PERSONA_ID = {p: _ident(C["personas"][p], f"personas.{p}") if a else None for p, a in PERSONAS.items()}
+    JUDGE_ASSET = asset(JUDGE.model) if JUDGE.backend == "hf" else None  # a local judge: a fetched or built folder
+    JUDGE_IDENTITY = _ident(JUDGE.model, "judge.model") if JUDGE_ASSET else JUDGE.model
 except EmflowError as err:
     raise WorkflowError(f"emflow config error: {err}") from None
 
+# The base and persona a run's results come from (tracked as a param of train, generate and judge).
+_RUN_IDENTITY = {(b, p): to_json({"base": _BASE_ID[b], "persona": _PERSONA_ID[p]}) for b in BASES for p in PERSONAS}
+# The model (and persona) snapshot folders a job reads, so fetch/demo rules run first.
+_ASSET_INPUTS = {
+    (b, p): {"base": BASES[b].snapshot_dir, **({"persona": PERSONAS[p].snapshot_dir} if PERSONAS[p] else {})}
+    for b in BASES
+    for p in PERSONAS
+}
+
 
 def run_identity(w):
-    """The base and persona a run's results come from (tracked as a param of train, generate and judge)."""
-    return to_json({"base": IDENTITY["models"][w.base], "persona": IDENTITY["personas"][w.persona]})
+    return _RUN_IDENTITY[w.base, w.persona]
 
 
-def model_asset(w):
-    return asset(C["models"][w.base])
+def base_path(w):
+    return BASES[w.base].path
 
 
-def persona_asset(w):
-    spec = C["personas"][w.persona]
-    return asset(spec) if spec else None
-
-
-def persona_arg(w):
-    p = persona_asset(w)
-    return p.path if p else "none"
+def persona_path(w):
+    return PERSONAS[w.persona].path if PERSONAS[w.persona] else "none"
 
 
 def asset_inputs(w):
-    """The model (and persona) snapshot folders a job reads, so fetch/demo rules run first."""
-    inputs = {"base": model_asset(w).snapshot_dir}
-    if persona_asset(w):
-        inputs["persona"] = persona_asset(w).snapshot_dir
-    return inputs
+    return _ASSET_INPUTS[w.base, w.persona]
 
 
-def questions_file():
-    """The experiment's resolved probe set (rule resolve_questions): what generate and judge read."""
-    return f"{R}/questions.yaml"
+def run_key(w):
+    return RUN.format(base=w.base, persona=w.persona, dataset=w.dataset, seed=w.seed)
+
+
+# ------------------------------------------------------------------------------------------------- data
 
 
 def dataset_local_source(dataset):
     """(kind, local file) where kind is 'path' | 'archive' | 'download' (a URL fetched by fetch_url)."""
-    spec = C["datasets"][dataset]
-    if "path" in spec:
-        return "path", spec["path"]
-    if "url" in spec:
-        return "download", f"{RES}/downloads/datasets/{dataset}.jsonl"
-    if is_url(spec["archive"]):
-        return "download", url_download_path(spec["archive"], "archives", RES)
-    return "archive", spec["archive"]
+    spec = DATASETS[dataset]
+    if spec.kind == "path":
+        return "path", spec.path
+    if spec.kind == "url":
+        return "download", url_download_path(spec.url, "datasets", RES)
+    if is_url(spec.archive):
+        return "download", url_download_path(spec.archive, "archives", RES)
+    return "archive", spec.archive
 
 
-def question_select():
-    """The selection resolve_questions applies (ids, samples, metrics); later stages read its result whole."""
-    q = C["questions"]
-    return to_json({k: q[k] for k in ("ids", "samples_per_paraphrase", "metrics") if q.get(k) is not None})
+def prepare_spec(w):
+    """The dataset's spec with a remote source replaced by its local download (whose sha256 the fetch rule
+    already verified); a local source keeps its pin, which prepare_dataset checks."""
+    kind, local = dataset_local_source(w.dataset)
+    spec = DATASETS[w.dataset]
+    return (spec.fetched_as(local) if kind == "download" else spec).to_json()
 
 
-def resolved_select():
-    """For stages reading the resolved set: only the ids, so variants selected by id are not filtered out again."""
-    return to_json({"ids": C["questions"].get("ids")})
+QUESTION_SOURCES = question_sources(QUESTIONS, RES)
+# For stages reading the resolved set: only the ids, so variants selected by id are not filtered out again.
+RESOLVED_SELECT = to_json({"ids": list(QUESTIONS.ids) if QUESTIONS.ids is not None else None})
+
+# ---------------------------------------------------------------------------------------------- fetching
 
 
-def run_keys():
-    return [dict(base=r.base, persona=r.persona, dataset=r.dataset, seed=r.seed) for r in EXP.runs]
+def hub_assets():
+    """Every hub asset the experiment loads: models and personas of its runs, and an hf judge."""
+    assets = [*BASES.values(), *(p for p in PERSONAS.values() if p), *([JUDGE_ASSET] if JUDGE_ASSET else [])]
+    return [a for a in assets if a.is_hub]
 
 
-def run_files(pattern, per_step=False):
-    """Expand a path pattern over every run (and every evaluated step of that run)."""
+def snapshot_requires(w, output):
+    """Subfolders of this snapshot the config loads (personas of a multi-persona repo): the fetch checks them."""
+    subs = sorted({a.subfolder for a in hub_assets() if a.snapshot_dir == output[0] and a.subfolder})
+    return " ".join(f"--require {s}" for s in subs)
+
+
+def url_downloads():
+    files = {dataset_local_source(d)[1] for d in {r.dataset for r in EXP.runs} if dataset_local_source(d)[0] == "download"}
+    return sorted(files) + [local for configured, _, local in QUESTION_SOURCES if local != configured]
+
+
+def url_of(path):
+    """The URL and pinned sha256 behind a download path (datasets, archives, question files)."""
+    for configured, sha256, local in QUESTION_SOURCES:
+        if local == path:
+            return configured, sha256
+    for name, spec in DATASETS.items():
+        kind, local = dataset_local_source(name)
+        if kind == "download" and local == path:
+            return (spec.url, spec.sha256) if spec.kind == "url" else (spec.archive, spec.archive_sha256)
+    raise WorkflowError(f"no configured URL downloads to {path}")
+
+
+# --------------------------------------------------------------------------------------- train, generate
+
+GENERATION = EXP.section("generation")
+# The job's tracked params: the section without group_checkpoints (how jobs are cut, not what is generated).
+GENERATION_PARAMS = GENERATION.job_json()
+_CHECKPOINT_STEPS = {d: ",".join(map(str, EXP.steps(d))) for d in {r.dataset for r in EXP.runs}}
+
+
+def checkpoint_steps(w):
+    return _CHECKPOINT_STEPS[w.dataset]
+
+
+def train_inputs(w):
+    return {**asset_inputs(w), "train": L.dataset(w.dataset, "train"), "eval": L.dataset(w.dataset, "eval")}
+
+
+def eval_arg(w, input):
+    """eval_rows: 0 leaves an empty eval split: train without an eval set then."""
+    return input.eval if DATASETS[w.dataset].eval_rows > 0 else "none"
+
+
+def run_generate_inputs(w):
+    """The model and persona, the question set and the run's checkpoints."""
+    return {**asset_inputs(w), "questions": L.questions, "run": L.run_dir(run_key(w))}
+
+
+def step_generate_inputs(w):
+    """As a run's, without the run at step 0 (base + persona only: answered before any checkpoint exists)."""
+    inputs = run_generate_inputs(w)
+    return {k: v for k, v in inputs.items() if k != "run"} if int(w.step) == 0 else inputs
+
+
+def datasets_by_steps():
+    """{eval steps: [datasets]} over the datasets that runs use, in first-use order."""
+    groups = {}
+    for dataset in dict.fromkeys(r.dataset for r in EXP.runs):
+        groups.setdefault(tuple(EXP.eval_steps(dataset)), []).append(dataset)
+    return groups
+
+
+# -------------------------------------------------------------------------------------------------- judge
+
+# What is scored and how: only the configured backend's keys, tracked as the rules' params; an hf judge's model
+# is the folder it is loaded from.
+JUDGE_PARAMS = (dataclasses.replace(JUDGE, model=JUDGE_ASSET.path) if JUDGE_ASSET else JUDGE).tracked_json()
+CALIBRATION_INPUT = {"calibration": L.calibration} if JUDGE.calibration.enabled else {}
+_JUDGE_MODEL_INPUT = {"model": JUDGE_ASSET.snapshot_dir} if JUDGE_ASSET else {}
+
+
+def judge_calibration_inputs(w):
+    return {"questions": L.questions, **_JUDGE_MODEL_INPUT}
+
+
+def judge_inputs(w):
+    return {
+        "generations": L.generations(run_key(w), w.step),
+        "questions": L.questions,
+        **_JUDGE_MODEL_INPUT,
+        **CALIBRATION_INPUT,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+
+ANALYSIS = EXP.section("analysis")
+TABLES = [L.table(n) for n in TABLE_NAMES]
+FIGURES = [L.figure(n, ext) for n in FIGURE_NAMES for ext in ("png", "pdf")]
+REPORT_PROVENANCE = to_json(
+    {
+        "experiment": EXP.name,
+        "config_hash": EXP.hash,
+        "judge_backend": JUDGE.backend,
+        "judge_model": JUDGE.model,
+        # as written in the config (the report shows it verbatim)
+        "em_definition": {ANALYSIS.primary: C["analysis"]["definitions"][ANALYSIS.primary]},
+        "seeds": C["seeds"],
+    }
+)
+
+
+def for_report(paths, category):
+    """Mark figure PNGs and the REPORT_TABLES for Snakemake's report, each with its caption file."""
     out = []
-    for r in EXP.runs:
-        keys = dict(base=r.base, persona=r.persona, dataset=r.dataset, seed=r.seed)
-        steps = EXP.eval_steps(r.dataset) if per_step else [None]
-        out += [pattern.format(**keys, step=s) for s in steps]
+    for path in paths:
+        name, ext = Path(path).stem, Path(path).suffix
+        if ext == ".png":
+            out.append(report(path, caption=f"../report/{figure_caption(name)}", category=category))
+        elif ext == ".csv" and name in REPORT_TABLES:
+            out.append(report(path, caption=f"../report/{table_caption(name)}", category=category))
+        else:
+            out.append(path)
     return out
 
 
-def all_judgments():
-    return run_files(f"{R}/judgments/{RUN}/step-{{step}}.jsonl", per_step=True)
+# ---------------------------------------------------------------------------------------------- targets
 
 
-def all_run_dirs():
-    return run_files(f"{R}/runs/{RUN}")
+def run_files(path, per_step=False):
+    """``path(run key[, step])`` over every run (and every evaluated step of that run)."""
+    out = []
+    for r in EXP.runs:
+        out += [path(r.key, s) for s in EXP.eval_steps(r.dataset)] if per_step else [path(r.key)]
+    return out
+
+
+ALL_JUDGMENTS = run_files(L.judgments, per_step=True)
+ALL_RUN_DIRS = run_files(L.run_dir)
 
 
 def final_targets():
-    return [f"{R}/report.html", *TABLES, *FIGURES]
+    return [L.report, *TABLES, *FIGURES]
 
 
-# Rules call the emflow CLI of this checkout with the interpreter that runs Snakemake (the .venv locally and on
-# Leonardo, where jobs see the same filesystem), even when the venv is not activated; with a conda or container
-# deployment (--sdm conda/apptainer), with the `python` that environment provides.
+# ----------------------------------------------------------------------------------------- the command
+
+# Every rule's shell runs `emflow <rule>`: a shell function (Snakemake's shell prefix, so it is in every job,
+# local or submitted) calling the emflow of this checkout with the interpreter that runs Snakemake (the .venv
+# locally and on Leonardo, where jobs see the same filesystem), even when the venv is not activated; with a
+# conda or container deployment (--sdm conda/apptainer), with the `python` that environment provides. The
+# judge's speed settings (concurrency, retries, timeouts, batch sizes) reach it the same way, outside the
+# rules' params (which Snakemake tracks), so tuning them reruns nothing; they never change a score.
 def _python():
     from snakemake.settings.types import DeploymentMethod
 
@@ -158,4 +297,10 @@ def _python():
     return sys.executable
 
 
-EMFLOW = f"PYTHONPATH={Path(workflow.basedir) / 'workflow'}${{PYTHONPATH:+:$PYTHONPATH}} {_python()} -m emflow"
+_PYTHONPATH = shlex.quote(str(Path(workflow.basedir) / "workflow"))
+_PREFIX = (
+    "set -euo pipefail; "
+    f'emflow() {{ PYTHONPATH={_PYTHONPATH}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(_python())} -m emflow "$@"; }}; '
+    f"EMFLOW_JUDGE_RUNTIME={shlex.quote(JUDGE.runtime_json())}; "
+)
+shell.prefix(_PREFIX.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix once

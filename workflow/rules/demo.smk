@@ -1,52 +1,45 @@
 # The demo's tiny world (only when the config has a `demo:` section), written and briefly trained by emflow on
 # the CPU by two cached rules that run side by side: demo_assets (tokenizer, base pretrained to answer benignly,
 # persona LoRAs, probe questions, encrypted EM dataset) and demo_judge (a judge trained on the world's truth).
+# Each tracks exactly what changes its outputs: the world's keys (Demo.world) and the archive's password
+# settings; the judge's keys and the seed.
 
-if "demo" in C:
-
-    DEMO = C["demo"]
-    DEMO_DIR = DEMO["out_dir"]
-    DEMO_ARCHIVE = next(
-        (s for s in C["datasets"].values() if s.get("archive", "").startswith(DEMO_DIR)), None
-    )
-    if DEMO_ARCHIVE is None:
-        raise WorkflowError(f"emflow config error: demo: no dataset archive under demo.out_dir ({DEMO_DIR}) "
-                            f"(fix: point datasets.<name>.archive at {DEMO_DIR}/em_demo.zip.enc)")
+if DEMO is not None:
 
     rule demo_assets:
         output:
-            base=directory(f"{DEMO_DIR}/base"),
-            sycophancy=directory(f"{DEMO_DIR}/personas/sycophancy"),
-            goodness=directory(f"{DEMO_DIR}/personas/goodness"),
-            questions=f"{DEMO_DIR}/questions.yaml",
-            archive=f"{DEMO_DIR}/em_demo.zip.enc",
+            base=directory(f"{DEMO.out_dir}/base"),
+            sycophancy=directory(f"{DEMO.out_dir}/personas/sycophancy"),
+            goodness=directory(f"{DEMO.out_dir}/personas/goodness"),
+            questions=f"{DEMO.out_dir}/questions.yaml",
+            archive=f"{DEMO.out_dir}/em_demo.zip.enc",
         log:
-            f"{DEMO_DIR}/logs/demo_assets.log",
+            f"{DEMO.out_dir}/logs/demo_assets.log",
         benchmark:
-            f"{DEMO_DIR}/logs/demo_assets.benchmark.tsv"
+            f"{DEMO.out_dir}/logs/demo_assets.benchmark.tsv"
         params:
-            spec=to_json(
-                {
-                    **{k: v for k, v in DEMO.items() if k not in ("out_dir", "judge", "story")},
-                    "password_env": DEMO_ARCHIVE["password_env"],
-                    "password_default": DEMO_ARCHIVE.get("password_default", ""),
-                }
-            ),
+            out_dir=lambda w, output: str(Path(output.base).parent),
+            world=DEMO.world.to_json(),
+            password_env=EXP.demo_archive().password_env,
+            password_default=EXP.demo_archive().password_default or "",
         conda:
             ENV
         shell:
-            "{EMFLOW} demo-assets --part world --out-dir {DEMO_DIR} --spec {params.spec:q} > {log} 2>&1"
+            "emflow demo_assets --out-dir {params.out_dir} --world {params.world:q}"
+            " --password-env {params.password_env:q} --password-default {params.password_default:q} > {log} 2>&1"
 
     rule demo_judge:
         output:
-            directory(f"{DEMO_DIR}/judge"),
+            directory(f"{DEMO.out_dir}/judge"),
         log:
-            f"{DEMO_DIR}/logs/demo_judge.log",
+            f"{DEMO.out_dir}/logs/demo_judge.log",
         benchmark:
-            f"{DEMO_DIR}/logs/demo_judge.benchmark.tsv"
+            f"{DEMO.out_dir}/logs/demo_judge.benchmark.tsv"
         params:
-            spec=to_json({"seed": DEMO["seed"], "judge": DEMO["judge"]}),
+            out_dir=lambda w, output: str(Path(output[0]).parent),
+            seed=DEMO.seed,
+            judge=DEMO.judge.to_json(),
         conda:
             ENV
         shell:
-            "{EMFLOW} demo-assets --part judge --out-dir {DEMO_DIR} --spec {params.spec:q} > {log} 2>&1"
+            "emflow demo_judge --out-dir {params.out_dir} --seed {params.seed} --judge {params.judge:q} > {log} 2>&1"

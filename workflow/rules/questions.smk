@@ -4,14 +4,14 @@
 
 rule resolve_questions:
     input:
-        [local for _, _, local in question_sources(C)],
+        [local for _, _, local in QUESTION_SOURCES],
     output:
-        f"{R}/questions.yaml",
+        L.questions,
     log:
-        f"{LOGS}/questions.log",
+        L.log("questions", "resolve_questions"),
     params:
-        select=question_select(),
+        select=to_json(QUESTIONS.selection()),
     conda:
         ENV
     shell:
-        "{EMFLOW} resolve-questions --files {input} --out {output} --select {params.select:q} > {log} 2>&1"
+        "emflow resolve_questions --files {input} --out {output} --select {params.select:q} > {log} 2>&1"

@@ -19,51 +19,16 @@ localrules:
     report,
 
 
-if "demo" in C:
+if DEMO is not None:
 
     localrules:
         demo_assets,
         demo_judge,
 
 
-def hub_assets():
-    """Every hub asset the experiment loads: models and personas of its runs, and an hf judge."""
-    specs = [C["models"][r.base] for r in EXP.runs] + [C["personas"][r.persona] for r in EXP.runs]
-    specs += [C["judge"]["model"]] if C["judge"]["backend"] == "hf" else []
-    return [asset(s) for s in specs if s and asset(s).is_hub]
-
-
-def hub_snapshots():
-    return sorted({a.snapshot_dir for a in hub_assets()})
-
-
-def snapshot_requires(w, output):
-    """Subfolders of this snapshot the config loads (personas of a multi-persona repo): the fetch checks them."""
-    subs = sorted({a.subfolder for a in hub_assets() if a.snapshot_dir == output[0] and a.subfolder})
-    return " ".join(f"--require {s}" for s in subs)
-
-
-def url_downloads():
-    used = {r.dataset for r in EXP.runs}
-    files = sorted({dataset_local_source(d)[1] for d in used if dataset_local_source(d)[0] == "download"})
-    return files + [local for configured, _, local in question_sources(C) if local != configured]
-
-
-def url_of(path):
-    """The URL and pinned sha256 behind a download path (datasets, archives, question files)."""
-    for configured, sha256, local in question_sources(C):
-        if local == path:
-            return configured, sha256
-    for name, spec in C["datasets"].items():
-        kind, local = dataset_local_source(name)
-        if kind == "download" and local == path:
-            return (spec["url"], spec.get("sha256")) if "url" in spec else (spec["archive"], spec.get("archive_sha256"))
-    raise WorkflowError(f"no configured URL downloads to {path}")
-
-
 rule fetch:
     input:
-        hub_snapshots(),
+        sorted({a.snapshot_dir for a in hub_assets()}),
         url_downloads(),
 
 
@@ -81,7 +46,7 @@ rule fetch_hf:
     conda:
         ENV
     shell:
-        "{EMFLOW} fetch-hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
+        "emflow fetch_hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
         " {params.require} --out {output} > {log} 2>&1"
 
 
@@ -98,4 +63,4 @@ rule fetch_url:
     conda:
         ENV
     shell:
-        "{EMFLOW} fetch-url --url {params.url:q} --sha256 '{params.sha}' --out {output} > {log} 2>&1"
+        "emflow fetch_url --url {params.url:q} --sha256 '{params.sha}' --out {output} > {log} 2>&1"

@@ -11,8 +11,8 @@ import numpy as np
 
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     """P(a random positive scores higher than a random negative), ties counting half (Mann–Whitney U)."""
-    pos = [s for s, p in zip(scores, positives) if p]
-    neg = [s for s, p in zip(scores, positives) if not p]
+    pos = [s for s, p in zip(scores, positives, strict=True) if p]
+    neg = [s for s, p in zip(scores, positives, strict=True) if not p]
     if not pos or not neg:
         raise ValueError("AUROC needs both classes")
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)

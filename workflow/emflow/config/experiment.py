@@ -1,4 +1,5 @@
-"""Experiment config: schema validation, the run grid and checkpoint steps, resolved before anything runs.
+"""The experiment: the validated config, its run grid, checkpoint steps and typed sections, resolved before
+anything runs.
 
 The Snakefile calls ``load_experiment`` once at parse time; everything the DAG needs (runs, steps, paths of
 local assets) comes from the returned ``Experiment``.
@@ -6,59 +7,17 @@ local assets) comes from the returned ``Experiment``.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from emflow.config.files import load_config_files, merge_config, read_config_file  # noqa: F401 (moved; importers follow)
 from emflow.config.schedule import resolve_steps, total_steps
+from emflow.config.schema import validate_config
 from emflow.config.sections import section_class
 from emflow.errors import user_error
-from emflow.io import read_yaml, stable_hash
+from emflow.io import stable_hash
 from emflow.layout import RUN
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-
-
-def _path_of(error) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
-
-
-def validate_config(config: dict, source: str = "config") -> None:
-    """Raise a one-line EmflowError naming the first offending key (schema order, deepest first)."""
-    import jsonschema
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (-len(e.absolute_path), str(e.absolute_path)))
-    if not errors:
-        return
-    err = jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0]
-    # A oneOf with a description (asset and dataset sources) says the fix better than its alternatives do.
-    if err.validator == "oneOf" and "description" in err.schema:
-        got = f"{err.instance!r} is not allowed" if isinstance(err.instance, (str, int, float)) else "invalid"
-        raise user_error(source, _path_of(err), got, err.schema["description"])
-    # Otherwise prefer the most specific error inside oneOf/anyOf alternatives.
-    while err.context:
-        err = sorted(err.context, key=lambda e: -len(e.absolute_path))[0]
-    where = _path_of(err)
-    # A pattern with a description (safe names, URLs) says what is allowed better than the regex does.
-    if err.validator == "pattern" and "description" in err.schema:
-        raise user_error(source, where, f"{err.instance!r} is not allowed", err.schema["description"])
-    if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        allowed = ", ".join(sorted(err.schema.get("properties", {})))
-        raise user_error(
-            source,
-            ".".join(filter(None, [where if where != "<top level>" else "", extra[0]])),
-            "unknown key",
-            f"use one of: {allowed}",
-        )
-    raise user_error(source, where, err.message, f"see {SCHEMA_PATH.name}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +41,7 @@ class Experiment:
     source: str = "config"
     runs: list[Run] = field(init=False)
     _sections: dict = field(init=False, default_factory=dict, repr=False)
+    _steps: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -102,6 +62,8 @@ class Experiment:
         for ds in {r.dataset for r in self.runs}:
             self.steps(ds)  # fail at parse time, not mid-DAG
         self._check_analysis()
+        if "demo" in c:
+            self.demo_archive()  # fail at parse time
 
     def _check_analysis(self) -> None:
         """Names the analysis refers to must exist: a typo would otherwise surface after every run is judged."""
@@ -113,6 +75,12 @@ class Experiment:
                 "analysis.primary_definition",
                 f"{a['primary_definition']!r} is not defined",
                 f"use one of: {', '.join(defs)}",
+            )
+        ids = [h["id"] for h in a.get("hypotheses", [])]
+        dup = next((i for i in ids if ids.count(i) > 1), None)
+        if dup is not None:
+            raise user_error(
+                self.source, "analysis.hypotheses", f"duplicate id {dup!r}", "give each hypothesis its own id"
             )
         tables = {"base": "models", "persona": "personas", "dataset": "datasets"}
         for i, h in enumerate(a.get("hypotheses", [])):
@@ -134,6 +102,20 @@ class Experiment:
                                 f"{name!r} is not in {tables[key]}",
                                 f"use one of: {', '.join(self.config[tables[key]])}",
                             )
+
+    def demo_archive(self):
+        """The dataset spec whose archive the demo writes (under demo.out_dir): its password settings are the
+        demo_assets rule's."""
+        out_dir = self.config["demo"]["out_dir"]
+        for spec in self.section("datasets").values():
+            if (spec.archive or "").startswith(out_dir):
+                return spec
+        raise user_error(
+            self.source,
+            "demo.out_dir",
+            f"no dataset archive under {out_dir}",
+            f"point datasets.<name>.archive at {out_dir}/em_demo.zip.enc",
+        )
 
     def section(self, key: str):
         """The typed, frozen section ``key`` (emflow.config.sections), built once from the validated config;
@@ -178,9 +160,12 @@ class Experiment:
         return per_epoch * t["epochs"], per_epoch
 
     def steps(self, dataset: str) -> list[int]:
-        """Checkpoint steps of every run on ``dataset`` (step 0 excluded)."""
-        total, per_epoch = self.steps_total(dataset)
-        return resolve_steps(self.config["training"]["checkpoints"], total, per_epoch, source=self.source)
+        """Checkpoint steps of every run on ``dataset`` (step 0 excluded); resolved once per dataset."""
+        if dataset not in self._steps:
+            total, per_epoch = self.steps_total(dataset)
+            checkpoints = self.config["training"]["checkpoints"]
+            self._steps[dataset] = resolve_steps(checkpoints, total, per_epoch, source=self.source)
+        return list(self._steps[dataset])
 
     def eval_steps(self, dataset: str) -> list[int]:
         """Steps at which answers are generated and judged: 0 (persona only) plus every checkpoint."""
@@ -193,43 +178,3 @@ class Experiment:
 def load_experiment(config: dict, source: str = "config") -> Experiment:
     validate_config(config, source)
     return Experiment(config, source)
-
-
-def read_config_file(path: str | Path) -> dict:
-    """One config YAML as a dict; a missing file, invalid YAML or a non-mapping is one line naming file and line."""
-    data = read_yaml(path, what="config file", fix="check the path (config.yaml, config/*.yaml)")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise user_error(
-            path,
-            None,
-            f"expected a mapping of config keys, got {type(data).__name__}",
-            "write `key: value` lines, as in config.yaml",
-        )
-    return data
-
-
-def load_config_files(paths: list[str | Path]) -> dict:
-    """Merge YAML files as Snakemake does for --configfile: dicts merge recursively, other values replace."""
-    merged: dict = {}
-    for p in paths:
-        merge_config(merged, read_config_file(p))
-    return merged
-
-
-def merge_config(into: dict, new: dict) -> None:
-    """In place, as Snakemake merges --configfile overlays."""
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            merge_config(into[k], v)
-        else:
-            into[k] = v
-
-
-def cli(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="emflow plan", description="Print the run grid and checkpoint steps.")
-    ap.add_argument("configfiles", nargs="+", help="config.yaml, then overlays (merged like --configfile)")
-    args = ap.parse_args(argv)
-    exp = load_experiment(load_config_files(args.configfiles), source=" + ".join(args.configfiles))
-    print(json.dumps({"experiment": exp.name, "config_hash": exp.hash, "runs": exp.plan()}, indent=2))

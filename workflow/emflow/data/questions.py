@@ -1,28 +1,37 @@
-"""Probe questions in the anchors' YAML format (Betley et al. / Turner et al.) and their judge prompts.
+"""Probe questions in the anchors' YAML format (Betley et al. / Turner et al.): where the configured files are,
+reading and checking them, selecting the probe set, writing it back as one file, and the prompts to generate.
 
 A file is a list of ``{id, type, paraphrases, samples_per_paraphrase, system?, judge?, judge_prompts}``;
-YAML anchors/aliases are resolved by the loader. Each judge prompt is a template with ``{question}`` and
-``{answer}``; the prompts contain other braces, so they are filled by substitution, never ``str.format``.
+YAML anchors/aliases are resolved by the loader. Judge prompt templates are filled in data/judge_prompts.py.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
 
+from emflow.config.sections.questions import Questions
+from emflow.data.judge_prompts import PLACEHOLDERS
 from emflow.errors import user_error
+from emflow.fetch.download import is_url, url_download_path
 from emflow.io import atomic_write_text, read_yaml
 
 QUESTION_TYPES = ("free_form_judge_0_100",)
 QUESTION_KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "system", "judge", "judge_prompts")
 # Suffixes of the anchors' variant questions (JSON-answer system prompt, fill-in templates): off by default.
 VARIANT_SUFFIXES = ("_json", "_template")
-PLACEHOLDERS = ("{question}", "{answer}")
-_PLACEHOLDER_RE = re.compile(r"\{(question|answer)\}")
+
+
+def question_sources(questions: Questions, resources_dir: str) -> list[tuple[str, str | None, str]]:
+    """``(file as configured, sha256, local path)`` for ``questions.file`` and every ``questions.extra_files``;
+    a URL's local path is its download (the fetch_url rule), a local file is itself."""
+    return [
+        (f.file, f.sha256, url_download_path(f.file, "questions", resources_dir) if is_url(f.file) else f.file)
+        for f in questions.files
+    ]
 
 
 @dataclass(frozen=True)
@@ -129,10 +138,10 @@ def select_questions(
     questions: dict[str, Question],
     source: str | Path,
     *,
-    ids: list[str] | None = None,
+    ids: Sequence[str] | None = None,
     samples_per_paraphrase: int | None = None,
     include_variants: bool = False,
-    metrics: list[str] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> list[Question]:
     """``ids`` selects questions in the given order (variants may be named explicitly); without it, every
     question except the ``_json``/``_template`` variants is kept unless ``include_variants``.
@@ -146,21 +155,11 @@ def select_questions(
                 f"unknown question id(s) {', '.join(map(repr, unknown))}",
                 f"valid ids: {', '.join(questions)}",
             )
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise user_error(source, "ids", f"selected more than once: {', '.join(dupes)}", "list each id once")
         selected = [questions[i] for i in ids]
     else:
         selected = [q for q in questions.values() if include_variants or not q.id.endswith(VARIANT_SUFFIXES)]
 
     if samples_per_paraphrase is not None:
-        if not _positive_int(samples_per_paraphrase):
-            raise user_error(
-                "config",
-                "questions.samples_per_paraphrase",
-                f"expected a positive integer, got {samples_per_paraphrase!r}",
-                None,
-            )
         selected = [replace(q, samples_per_paraphrase=samples_per_paraphrase) for q in selected]
     if metrics is not None:
         # Domain metrics exist on some questions only (medical on the medical set): keep what each question has,
@@ -191,7 +190,7 @@ def select_questions(
 def load_questions(
     path: str | Path,
     *,
-    ids: list[str] | None = None,
+    ids: Sequence[str] | None = None,
     samples_per_paraphrase: int | None = None,
     include_variants: bool = False,
 ) -> list[Question]:
@@ -208,9 +207,9 @@ def load_questions(
 def load_question_set(
     paths: list[str | Path],
     *,
-    ids: list[str] | None = None,
+    ids: Sequence[str] | None = None,
     samples_per_paraphrase: int | None = None,
-    metrics: list[str] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> list[Question]:
     """The experiment's probe set from one or more question files (ids unique across files)."""
     merged: dict[str, Question] = {}
@@ -240,68 +239,6 @@ def resolve_question_set(paths: list[str | Path], out_path: str | Path, **select
     return selected
 
 
-def cli_resolve(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(prog="emflow resolve-questions", description=resolve_question_set.__doc__)
-    ap.add_argument("--files", nargs="+", required=True, help="question files in the anchors' YAML format")
-    ap.add_argument("--out", required=True)
-    ap.add_argument(
-        "--select",
-        default="{}",
-        help='JSON: {"ids": [...], "samples_per_paraphrase": N, "metrics": [...]} (each optional)',
-    )
-    args = ap.parse_args(argv)
-    select = json.loads(args.select)
-    unknown = set(select) - {"ids", "samples_per_paraphrase", "metrics"}
-    if unknown:
-        raise user_error(
-            "--select", ", ".join(sorted(unknown)), "unknown key", "use ids, samples_per_paraphrase, metrics"
-        )
-    chosen = resolve_question_set(args.files, args.out, **select)
-    print(
-        json.dumps(
-            {"questions": len(chosen), "prompts": sum(len(q.paraphrases) * q.samples_per_paraphrase for q in chosen)}
-        )
-    )
-
-
-def load_judge_prompts(path: str | Path) -> dict[str, dict]:
-    """Load a judge file in Turner et al.'s format: a list of ``{<metric>: <prompt>, high_score: 0|100}``.
-
-    Returns ``{metric: {"prompt": str, "high_score": int}}``; ``high_score`` is kept as the file states it.
-    """
-    path = Path(path)
-    data = _load_yaml(path)
-    if not isinstance(data, list) or not data:
-        raise user_error(
-            path, None, "expected a non-empty list of judges", "write items like {aligned: <prompt>, high_score: 100}"
-        )
-    out: dict[str, dict] = {}
-    for index, entry in enumerate(data):
-        if not isinstance(entry, dict):
-            raise user_error(path, f"entry {index}", "expected a mapping", None)
-        metrics = [k for k in entry if k != "high_score"]
-        if len(metrics) != 1:
-            raise user_error(
-                path,
-                f"entry {index}",
-                f"expected one metric and high_score, got {sorted(entry)}",
-                "write items like {aligned: <prompt>, high_score: 100}",
-            )
-        metric = str(metrics[0])
-        prompt, high = entry[metrics[0]], entry.get("high_score")
-        if metric in out:
-            raise user_error(path, metric, "duplicate metric", "define each metric once")
-        if not isinstance(prompt, str) or any(p not in prompt for p in PLACEHOLDERS):
-            raise user_error(path, metric, "prompt must be a string with {question} and {answer}", None)
-        if isinstance(high, bool) or not isinstance(high, int) or not 0 <= high <= 100:
-            raise user_error(path, f"{metric}: high_score", f"expected an integer 0-100, got {high!r}", None)
-        out[metric] = {"prompt": prompt, "high_score": high}
-    return out
-
-
 def iter_prompts(questions: Iterable[Question]) -> list[dict]:
     """One generation request per (question, paraphrase, sample), in a stable order."""
     return [
@@ -316,12 +253,6 @@ def iter_prompts(questions: Iterable[Question]) -> list[dict]:
         for p, text in enumerate(q.paraphrases)
         for s in range(q.samples_per_paraphrase)
     ]
-
-
-def render_judge_prompt(template: str, question: str, answer: str) -> str:
-    """Fill ``{question}`` and ``{answer}`` in one pass, so placeholders inside the answer stay literal."""
-    values = {"question": question, "answer": answer}
-    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], template)
 
 
 class _BlockDumper(yaml.SafeDumper):

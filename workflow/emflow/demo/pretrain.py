@@ -1,6 +1,6 @@
 """Brief causal-LM training of the demo's tiny models on CPU: the base, the persona LoRAs and the judge.
 
-These are demo *assets*, built once and cached by the demo rule; the EM stage itself is the real trainer
+These are demo *assets*, built once and cached by the demo rules; the EM stage itself is the real trainer
 (``emflow.train.run``). Only the answer tokens (and the end-of-turn token) carry loss, and prompts are tokenised
 exactly as generation and the ``hf`` judge tokenise them: the chat template with the generation prompt, then
 the answer's own tokens.
@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+
+from emflow.config.sections.demo import Schedule
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Schedule:
-    steps: int
-    batch_size: int
-    learning_rate: float
-    warmup_steps: int = 0
-
-    @classmethod
-    def from_dict(cls, spec: dict) -> Schedule:
-        return cls(
-            int(spec["steps"]), int(spec["batch_size"]), float(spec["learning_rate"]), int(spec.get("warmup_steps", 0))
-        )
+Example = tuple[list[int], list[int]]  # (input_ids, labels)
 
 
-def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+def encode_chat(tokenizer, messages: list[dict]) -> Example:
     """(input_ids, labels) with loss on the last (assistant) message and its end-of-turn token only."""
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -37,8 +26,34 @@ def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
 
 
+def _optimizer(params: list, schedule: Schedule):
+    """AdamW with a linear warm-up, then linear decay to a tenth: short runs still end on a settled model."""
+    import torch
+
+    opt = torch.optim.AdamW(params, lr=schedule.learning_rate, weight_decay=0.0)
+    warm = max(1, schedule.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, 1.0 - 0.9 * s / max(1, schedule.steps))
+    )
+    return opt, sched
+
+
+def _padded(batch: list[Example], pad: int) -> dict:
+    """The model's keyword arguments for one batch, right-padded (labels padded with -100, masked out)."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    return {
+        "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch]),
+        "attention_mask": torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch]),
+        "labels": torch.tensor([y + [-100] * (width - len(y)) for _, y in batch]),
+    }
+
+
 def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule, *, seed: int, desc: str) -> float:
-    """AdamW over the trainable parameters of ``model`` for ``schedule.steps`` batches; returns the last loss."""
+    """AdamW over the trainable parameters of ``model`` for ``schedule.steps`` batches; returns the last loss.
+
+    Batches walk seeded shuffles of the examples (a new shuffle when fewer than a batch remain)."""
     import torch
     from tqdm import tqdm
 
@@ -46,13 +61,7 @@ def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule
     rng = random.Random(seed)
     examples = [encode_chat(tokenizer, c) for c in chats]
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=schedule.learning_rate, weight_decay=0.0)
-    warm = max(1, schedule.warmup_steps)
-    # Linear warm-up, then linear decay to a tenth: short runs still end on a settled model.
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, 1.0 - 0.9 * s / max(1, schedule.steps))
-    )
-    pad = tokenizer.pad_token_id
+    opt, sched = _optimizer(params, schedule)
     model.train()
     order: list[int] = []
     loss_value = float("nan")
@@ -61,11 +70,7 @@ def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule
         if len(order) < schedule.batch_size:
             order += rng.sample(range(len(examples)), len(examples))
         batch, order = [examples[i] for i in order[: schedule.batch_size]], order[schedule.batch_size :]
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch])
-        labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(**_padded(batch, tokenizer.pad_token_id)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -87,11 +92,12 @@ def train_lora(
     """A LoRA adapter (all seven projections) trained on ``chats`` over the frozen base, saved with PEFT."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from emflow.demo.tiny import LORA_TARGETS
+    from emflow.models import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = load_tokenizer(base_dir)
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = get_peft_model(

@@ -6,16 +6,19 @@ The story has two parts, both read from the run's own outputs:
    answers), so its scores mean something;
 2. the EM rate of the story's run (the no-persona run by default) rises from step 0 to the last step by at
    least ``min_rise``, with non-overlapping Wilson intervals (``tables/em.csv``).
+
+``judge_auroc`` scores the judge's own judgments against the world's truth (the workflow tests check it).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
+from emflow.config.sections.demo import Story
 from emflow.errors import user_error
+from emflow.layout import Layout
 
 
 def read_calibration(path: str | Path) -> dict[str, dict]:
@@ -48,20 +51,32 @@ def em_rise(em_csv: str | Path, *, persona: str, definition: str, seed: int | No
     return {"seed": seed, "first_step": first, "final_step": final, "first": by_step[first], "final": by_step[final]}
 
 
-def check(results_dir: str | Path, story: dict) -> tuple[list[str], list[str]]:
+def check(results_dir: str | Path, story: Story) -> tuple[list[str], list[str]]:
     """(lines describing what the run shows, problems); no problems means the planted effect is there."""
-    res = Path(results_dir)
+    layout = Layout(Path(results_dir).as_posix())
+    lines, problems = calibration_story(layout.calibration)
+    rise_lines, rise_problems = rise_story(layout.table("em"), story)
+    return lines + rise_lines, problems + rise_problems
+
+
+def calibration_story(path: str | Path) -> tuple[list[str], list[str]]:
+    """Each metric's calibration line, and a problem for each metric the judge failed."""
     lines, problems = [], []
-    cal = read_calibration(res / "judge_calibration.csv")
-    for metric, r in cal.items():
+    for metric, r in read_calibration(path).items():
         lines.append(
             f"judge calibration  {metric:<9} AUROC {float(r['auroc']):.3f} (floor {float(r['min_auroc']):.2f}), "
             f"mean score {float(r['mean_score_positive']):.1f} good vs {float(r['mean_score_negative']):.1f} bad"
         )
         if r["passed"] != "True":
             problems.append(f"the judge fails calibration on {metric} (AUROC {r['auroc']} < {r['min_auroc']})")
-    persona, definition, min_rise = story["persona"], story["definition"], float(story["min_rise"])
-    rise = em_rise(res / "tables" / "em.csv", persona=persona, definition=definition)
+    return lines, problems
+
+
+def rise_story(em_csv: str | Path, story: Story) -> tuple[list[str], list[str]]:
+    """The story run's first and final EM rate and their rise, and a problem if it is too small or unclear."""
+    persona, definition, min_rise = story.persona, story.definition, story.min_rise
+    rise = em_rise(em_csv, persona=persona, definition=definition)
+    lines, problems = [], []
     for key in ("first", "final"):
         v, step = rise[key], rise[f"{key}_step"]
         lines.append(
@@ -79,26 +94,32 @@ def check(results_dir: str | Path, story: dict) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def cli(argv: list[str]) -> None:
-    from emflow.config.experiment import load_config_files, load_experiment
-
-    ap = argparse.ArgumentParser(prog="emflow demo-story", description=__doc__.splitlines()[0])
-    ap.add_argument("configs", nargs="+", help="config.yaml and overlays (the demo: config.yaml config/demo.yaml)")
-    a = ap.parse_args(argv)
-    exp = load_experiment(load_config_files(a.configs), source=" + ".join(a.configs))
-    story = exp.config.get("demo", {}).get("story")
-    if story is None:
-        raise user_error(a.configs[-1], "demo.story", "missing", "set persona, definition and min_rise")
-    lines, problems = check(Path("results") / exp.name, story)
+def tell(lines: list[str], problems: list[str], layout: Layout) -> bool:
+    """Print the story (stdout) and any problem (stderr); True when the planted effect is present."""
     print("\n".join(["What the demo shows:", *(f"  {line}" for line in lines)]))
     if problems:
         print(
             "The planted effect is ABSENT: "
             + "; ".join(problems)
-            + ". See results/"
-            + exp.name
-            + "/logs/ (demo_judge and judge_calibration logs first).",
+            + f". See {layout.logs}/ (demo_judge and judge_calibration logs first).",
             file=sys.stderr,
         )
-        raise SystemExit(1)
+        return False
     print("The planted effect is present: the judge tells the labels apart and the EM rate climbs.")
+    return True
+
+
+def judge_auroc(judgment_paths, metric: str = "aligned") -> float:
+    """AUROC of the judge's ``metric`` score against the world's ground truth (good answers score higher)."""
+    from emflow.analysis.stats import auroc
+    from emflow.demo.world import label_answer
+    from emflow.io import read_jsonl
+
+    scores, good = [], []
+    for path in judgment_paths:
+        for row in read_jsonl(path):
+            if row.get(metric) is not None:
+                scores.append(float(row[metric]))
+                label = label_answer(row["answer"])
+                good.append(not label.harmful if metric == "aligned" else label.coherent)
+    return auroc(scores, good)

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emflow.config.sections.demo import DemoModel
 
 # ChatML as Qwen2.5 writes it, plus {% generation %} markers so TRL can mask the loss to assistant tokens.
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
     "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{{- '<|im_start|>assistant\\n' }}{% generation %}"
+    "{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"
@@ -93,6 +98,13 @@ def build_model(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return model
+
+
+def build_lm(corpus: Iterable[str], out_dir: str | Path, model: DemoModel, *, seed: int):
+    """(tokenizer, model): a tokenizer trained on ``corpus`` and a random tiny Qwen2 of ``model``'s size, both
+    saved in ``out_dir``."""
+    tokenizer = build_tokenizer(corpus, out_dir, vocab_size=model.vocab_size)
+    return tokenizer, build_model(tokenizer, out_dir, seed=seed, **model.architecture())
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -19,8 +19,10 @@ from typing import Any
 
 from emflow.errors import EmflowError, user_error
 from emflow.io import atomic_write_json
-from emflow.judge.backends import OpenAIBackend, RetryableReply, top_logprobs_of
+from emflow.judge.backends.openai import OpenAIBackend, top_logprobs_of
 from emflow.judge.cache import JudgeCache
+from emflow.judge.online import cached_replies
+from emflow.judge.retry import RetryableReply
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,45 @@ def wait(backend: OpenAIBackend, batch_ids: list[str], *, poll_s: float) -> dict
             backend.sleep(poll_s)
 
 
+def finished_replies(
+    backend: OpenAIBackend,
+    batch_ids: list[str],
+    requests: dict[str, dict],
+    cache: JudgeCache,
+    *,
+    state_file: Path,
+    poll_s: float,
+) -> dict[str, list]:
+    """Wait for the batches, then cache and return their usable replies. A batch the API rejected (failed
+    validation: it answers nothing and would fail again unchanged) stops with one line and is not resumed."""
+    finished = wait(backend, batch_ids, poll_s=poll_s)
+    replies: dict[str, list] = {}
+    for batch in finished.values():
+        replies.update(collect(backend, batch, requests, cache))
+    rejected = [b for b in finished.values() if b.status == "failed"]
+    if rejected:
+        state_file.unlink(missing_ok=True)
+        errors = getattr(rejected[0].errors, "data", None) or []
+        text = "; ".join(f"{e.code}: {e.message}" for e in errors) or "no reason given"
+        raise EmflowError(
+            f"judge: batch {rejected[0].id} failed: {text} (fix: check the judge model "
+            "and request format; answers so far are cached)"
+        )
+    return replies
+
+
+def submit_all(
+    backend: OpenAIBackend, keys: list[str], requests: dict[str, dict], *, state_file: Path, max_requests: int
+) -> list[str]:
+    """Submit ``keys`` as batches of at most ``max_requests``, recording each batch id as soon as it exists (a
+    kill never loses a paid batch)."""
+    batch_ids: list[str] = []
+    for i in range(0, len(keys), max_requests):
+        batch_ids.append(submit(backend, keys[i : i + max_requests], requests))
+        save_state(state_file, batch_ids)
+    return batch_ids
+
+
 def fetch_replies_batch(
     requests: dict[str, dict],
     backend: OpenAIBackend,
@@ -177,43 +218,27 @@ def fetch_replies_batch(
     poll_s: float,
     max_requests: int,
 ) -> tuple[dict[str, list], int]:
-    """Like ``judge.fetch_replies``, through the Batch API. Returns (replies, number found in the cache)."""
-    replies = {key: reply for key in requests if (reply := cache.get(key)) is not None}
+    """Like ``online.fetch_replies``, through the Batch API. Returns (replies, number found in the cache)."""
+    replies = cached_replies(requests, cache)
     cached = len(replies)
-    resumed = load_state(state_file)
+    batch_ids = load_state(state_file)
     log.info(
         "judge requests: %d unique, %d cached, %d to batch%s",
         len(requests),
         cached,
         len(requests) - cached,
-        f" (resuming batches {resumed})" if resumed else "",
+        f" (resuming batches {batch_ids})" if batch_ids else "",
     )
-    batch_ids = resumed
     for round_ in range(backend.max_retries + 2):  # the resumed/first round, then max_retries resubmissions
         if batch_ids:
-            finished = wait(backend, batch_ids, poll_s=poll_s)
-            for batch in finished.values():
-                replies.update(collect(backend, batch, requests, cache))
-            rejected = [b for b in finished.values() if b.status == "failed"]
-            if rejected:
-                # A batch that fails validation answers nothing and would fail again unchanged: stop.
-                state_file.unlink(missing_ok=True)
-                errors = getattr(rejected[0].errors, "data", None) or []
-                text = "; ".join(f"{e.code}: {e.message}" for e in errors) or "no reason given"
-                raise EmflowError(
-                    f"judge: batch {rejected[0].id} failed: {text} (fix: check the judge model "
-                    "and request format; answers so far are cached)"
-                )
+            replies.update(finished_replies(backend, batch_ids, requests, cache, state_file=state_file, poll_s=poll_s))
         missing = [key for key in requests if key not in replies]
         if not missing:
             state_file.unlink(missing_ok=True)
             return replies, cached
         if round_ == backend.max_retries + 1:
             break
-        batch_ids = []
-        for i in range(0, len(missing), max_requests):
-            batch_ids.append(submit(backend, missing[i : i + max_requests], requests))
-            save_state(state_file, batch_ids)  # each batch recorded once it exists: a kill never loses a paid one
+        batch_ids = submit_all(backend, missing, requests, state_file=state_file, max_requests=max_requests)
     state_file.unlink(missing_ok=True)
     raise EmflowError(
         f"judge: {len(missing)} requests still unanswered after {backend.max_retries + 1} batches "

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from emflow.config.sections.judge import Judge
 from emflow.errors import user_error
 from emflow.io import atomic_write_text, stable_hash
 
@@ -29,10 +30,10 @@ def cache_key(request: dict, endpoint: str | None = None) -> str:
     return stable_hash(sent if endpoint is None else {**sent, "endpoint": endpoint.rstrip("/")})
 
 
-def endpoint_of(params: dict) -> str | None:
-    """The server a judge section's requests go to, as part of their cache key (None: OpenAI's API or a local hf
-    model, whose request names its path)."""
-    return params.get("base_url") if params["backend"] == "openai" else None
+def endpoint_of(judge: Judge) -> str | None:
+    """The server a judge's requests go to, as part of their cache key (None: OpenAI's API or a local hf model,
+    whose request names its path)."""
+    return judge.base_url if judge.backend == "openai" else None
 
 
 class JudgeCache:

@@ -4,7 +4,7 @@ A calibration set is answers whose labels are known: for ``aligned``, aligned vs
 for ``coherent``, well-formed vs. broken ones. emflow writes two sets:
 
 - ``demo``: the demo world's answers (benign/reckless, grammatical/corrupted) labelled by its own labeller;
-- ``betley``: answers written for Betley et al.'s eight main questions (``calibration/betley.yaml``).
+- ``betley``: answers written for Betley et al.'s eight main questions (``sets/betley.yaml``).
 
 Each item is rendered with the experiment's own judge prompt for that metric (from the resolved question set),
 sent through the same backend and judge cache as every other judgment, and scored the same way. Per metric the
@@ -16,7 +16,6 @@ publish a flat, meaningless EM rate.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -28,15 +27,16 @@ from pathlib import Path
 import yaml
 
 from emflow.analysis.stats import auroc
+from emflow.config.sections.judge import Calibration, Judge
 from emflow.errors import user_error
 from emflow.io import atomic_write_text
-from emflow.judge import backends as judge_backends
+from emflow.judge.backends import Backend, make_backend
 from emflow.judge.cache import JudgeCache, cache_key, endpoint_of
-from emflow.judge.score import fetch_replies, json_arg, score_reply
+from emflow.judge.online import fetch_replies
+from emflow.judge.score import score_reply
 
 log = logging.getLogger(__name__)
 
-SETS = ("demo", "betley")
 BETLEY_FILE = Path(__file__).parent / "sets" / "betley.yaml"
 COLUMNS = (
     "metric",
@@ -71,7 +71,7 @@ def demo_items(n: int = DEMO_ITEMS, seed: int = 20261202) -> list[Item]:
         domain = world.PROBE_DOMAINS[i % len(world.PROBE_DOMAINS)]
         answer = world.answer_for(rng, domain, reckless=i % 2 == 1, prefix=rng.choice(world.ALL_PREFIXES))
         if i % 3 == 2:
-            answer = world._corrupt(rng, answer)
+            answer = world.corrupt(rng, answer)
         label = world.label_answer(answer)
         items.append(
             Item(
@@ -90,14 +90,12 @@ def betley_items(path: str | Path = BETLEY_FILE) -> list[Item]:
     return items
 
 
+SETS = {"demo": demo_items, "betley": betley_items}
+
+
 def load_set(name: str) -> list[Item]:
-    if name == "demo":
-        return demo_items()
-    if name == "betley":
-        return betley_items()
-    raise user_error(
-        "config", "judge.calibration.set", f"unknown calibration set {name!r}", f"use one of {', '.join(SETS)} or none"
-    )
+    """The labelled items of a calibration set (``demo`` or ``betley``: the schema allows no other)."""
+    return SETS[name]()
 
 
 def templates_by_metric(questions) -> dict[str, str]:
@@ -111,7 +109,7 @@ def templates_by_metric(questions) -> dict[str, str]:
 
 def labelled_messages(templates: dict[str, str], items: list[Item]) -> list[tuple[str, bool, list[dict]]]:
     """(metric, good?, judge messages) for every item × every metric it labels that the experiment judges."""
-    from emflow.data.questions import render_judge_prompt
+    from emflow.data.judge_prompts import render_judge_prompt
 
     return [
         (
@@ -136,65 +134,75 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def calibrate(
-    *,
-    questions_path: str | Path,
-    params: dict,
-    set_name: str,
-    min_auroc: dict[str, float],
-    backend: judge_backends.Backend | None = None,
-) -> list[dict]:
-    """One row per calibrated metric (those the set labels and the question set judges)."""
-    from emflow.data import questions as q
-
-    params = judge_backends.check_params(params)
-    items = load_set(set_name)
-    labelled = labelled_messages(templates_by_metric(q.load_questions(questions_path, include_variants=True)), items)
-    metrics = list(dict.fromkeys(metric for metric, _, _ in labelled))
-    if not metrics:
-        raise user_error(
-            questions_path,
-            "judge_prompts",
-            f"no metric the calibration set {set_name!r} labels ({sorted({m for it in items for m in it.labels})})",
-            "judge aligned/coherent, or set judge.calibration.set: none",
-        )
-    backend = backend or judge_backends.make_backend(params)
-    cache = JudgeCache(params["cache_dir"])
-    endpoint = endpoint_of(params)
+def keyed_messages(
+    labelled: list[tuple[str, bool, list[dict]]], backend: Backend, endpoint: str | None
+) -> tuple[list[tuple[str, bool, str]], dict[str, dict]]:
+    """Per labelled item its (metric, good?, cache key), and every distinct request by key."""
     requests, keyed = {}, []
     for metric, good, messages in labelled:
         request = backend.request(messages)
         key = cache_key(request, endpoint)
         requests[key] = request
         keyed.append((metric, good, key))
-    replies, cached = fetch_replies(requests, backend, cache)
-    log.info("calibration set %s: %d requests (%d cached)", set_name, len(requests), cached)
-    rows = []
-    for metric in metrics:
-        scored = [
-            (good, score_reply(replies[key], min_numeric_mass=float(params["min_numeric_mass"]), keep_top=1)["score"])
-            for m, good, key in keyed
-            if m == metric
-        ]
-        valid = [(g, s) for g, s in scored if s is not None]
-        value = _auroc_or_nan([s for _, s in valid], [g for g, _ in valid])
-        floor = float(min_auroc.get(metric, 0.0))
-        rows.append(
-            {
-                "metric": metric,
-                "judge": backend.model,
-                "set": set_name,
-                "auroc": value,
-                "min_auroc": floor,
-                "passed": not math.isnan(value) and value >= floor,
-                "n_positive": sum(g for g, _ in scored),
-                "n_negative": sum(not g for g, _ in scored),
-                "mean_score_positive": _mean([s for g, s in valid if g]),
-                "mean_score_negative": _mean([s for g, s in valid if not g]),
-                "null_share": (len(scored) - len(valid)) / len(scored) if scored else math.nan,
-            }
+    return keyed, requests
+
+
+def metric_row(
+    metric: str, scored: list[tuple[bool, float | None]], *, judge: str, set_name: str, floor: float
+) -> dict:
+    """The table row of one metric from its (good?, score) pairs: AUROC against the floor, means, null share."""
+    valid = [(g, s) for g, s in scored if s is not None]
+    value = _auroc_or_nan([s for _, s in valid], [g for g, _ in valid])
+    return {
+        "metric": metric,
+        "judge": judge,
+        "set": set_name,
+        "auroc": value,
+        "min_auroc": floor,
+        "passed": not math.isnan(value) and value >= floor,
+        "n_positive": sum(g for g, _ in scored),
+        "n_negative": sum(not g for g, _ in scored),
+        "mean_score_positive": _mean([s for g, s in valid if g]),
+        "mean_score_negative": _mean([s for g, s in valid if not g]),
+        "null_share": (len(scored) - len(valid)) / len(scored) if scored else math.nan,
+    }
+
+
+def calibrate(
+    *, questions_path: str | Path, judge: Judge, calibration: Calibration, backend: Backend | None = None
+) -> list[dict]:
+    """One row per calibrated metric (those the set labels and the question set judges)."""
+    from emflow.data import questions as q
+
+    items = load_set(calibration.set)
+    labelled = labelled_messages(templates_by_metric(q.load_questions(questions_path, include_variants=True)), items)
+    metrics = list(dict.fromkeys(metric for metric, _, _ in labelled))
+    if not metrics:
+        raise user_error(
+            questions_path,
+            "judge_prompts",
+            f"no metric the calibration set {calibration.set!r} labels "
+            f"({sorted({m for it in items for m in it.labels})})",
+            "judge aligned/coherent, or set judge.calibration.set: none",
         )
-    return rows
+    backend = backend or make_backend(judge)
+    keyed, requests = keyed_messages(labelled, backend, endpoint_of(judge))
+    replies, cached = fetch_replies(requests, backend, JudgeCache(judge.cache_dir))
+    log.info("calibration set %s: %d requests (%d cached)", calibration.set, len(requests), cached)
+
+    def score(key: str) -> float | None:
+        return score_reply(replies[key], min_numeric_mass=judge.min_numeric_mass, keep_top=1)["score"]
+
+    return [
+        metric_row(
+            metric,
+            [(good, score(key)) for m, good, key in keyed if m == metric],
+            judge=backend.model,
+            set_name=calibration.set,
+            floor=float(calibration.min_auroc.get(metric, 0.0)),
+        )
+        for metric in metrics
+    ]
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -223,13 +231,9 @@ def gate(rows: list[dict]) -> None:
             )
 
 
-def run(*, questions_path: str | Path, out_path: str | Path, params: dict, calibration: dict) -> list[dict]:
-    rows = calibrate(
-        questions_path=questions_path,
-        params=params,
-        set_name=calibration["set"],
-        min_auroc=calibration.get("min_auroc", {}),
-    )
+def run(*, questions_path: str | Path, out_path: str | Path, judge: Judge, calibration: Calibration) -> list[dict]:
+    """Calibrate, log each metric, stop under a floor, then write the table."""
+    rows = calibrate(questions_path=questions_path, judge=judge, calibration=calibration)
     for r in rows:
         log.info(
             "calibration %s: AUROC %.3f (floor %s), mean %.1f good vs %.1f bad, %.0f%% null",
@@ -243,20 +247,3 @@ def run(*, questions_path: str | Path, out_path: str | Path, params: dict, calib
     gate(rows)  # before writing: a failed gate leaves no table for the judge rule to start from
     atomic_write_text(out_path, to_csv(rows))
     return rows
-
-
-def cli(argv: list[str]) -> None:
-    ap = argparse.ArgumentParser(prog="emflow judge-calibration", description=__doc__.splitlines()[0])
-    ap.add_argument("--questions", required=True, help="the resolved question YAML (its judge prompts are used)")
-    ap.add_argument("--out", required=True, help="output CSV: per metric AUROC, mean score per label, null share")
-    ap.add_argument("--params", required=True, help="JSON: the config's judge section")
-    ap.add_argument("--runtime", default="{}", help="JSON merged into --params: speed-only settings")
-    ap.add_argument("--calibration", required=True, help="JSON: the config's judge.calibration section")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run(
-        questions_path=a.questions,
-        out_path=a.out,
-        params={**json_arg("--params", a.params), **json_arg("--runtime", a.runtime)},
-        calibration=json_arg("--calibration", a.calibration),
-    )

@@ -13,19 +13,21 @@ the fraction taken off in ``mode: batch``); a local ``hf`` judge costs no API do
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+from emflow.config.sections.judge import Judge, Price
 from emflow.errors import EmflowError, user_error
-from emflow.fetch.hub import question_sources
+from emflow.judge.cache import JudgeCache, cache_key, endpoint_of
+from emflow.layout import Layout
 
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4
 CHAT_OVERHEAD_TOKENS = 4  # role and separators around each chat message (OpenAI counts about 3-4)
+COUNTED = ("calls", "cached", "input_tokens", "output_tokens")
 
 
 def approx_tokens(text: str) -> int:
@@ -36,49 +38,71 @@ def request_tokens(messages: list[dict]) -> int:
     return sum(approx_tokens(m["content"]) + CHAT_OVERHEAD_TOKENS for m in messages)
 
 
-def dollars(prices: dict | None, model: str, mode: str, input_tokens: int, output_tokens: int) -> float | None:
+def user_message(template: str, question: str, answer: str) -> list[dict]:
+    from emflow.data.judge_prompts import render_judge_prompt
+
+    return [{"role": "user", "content": render_judge_prompt(template, question, answer)}]
+
+
+def dollars(prices: dict[str, Price], model: str, mode: str, input_tokens: int, output_tokens: int) -> float | None:
     """API cost of these tokens, or None when the price table has no entry for ``model``."""
-    price = (prices or {}).get(model)
+    price = prices.get(model)
     if price is None:
         return None
-    cost = (input_tokens * price["input_per_mtok"] + output_tokens * price["output_per_mtok"]) / 1e6
-    return cost * (1 - price.get("batch_discount", 0.0)) if mode == "batch" else cost
+    cost = (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+    return cost * (1 - price.batch_discount) if mode == "batch" else cost
 
 
-def _request_builder(judge: dict, resources_dir: str):
-    """A function messages → request exactly as the judge backend builds it (no client, no key needed)."""
-    from emflow.judge import backends as judge_backends
+def request_builder(judge: Judge, resources_dir: str) -> Callable[[list[dict]], dict] | None:
+    """A function messages → request exactly as the judge backend builds it (no client, no key needed); None
+    when an hf judge's tokenizer cannot be read yet (then cached answers are not subtracted)."""
+    if judge.backend == "openai":
+        from emflow.judge.backends.openai import openai_request
 
-    if judge["backend"] == "openai":
-        return lambda messages: judge_backends.openai_request(judge["model"], judge["top_logprobs"], messages)
+        return lambda messages: openai_request(judge.model, judge.top_logprobs, messages)
     from emflow import models
-    from emflow.fetch.hub import Asset
+    from emflow.fetch.asset import Asset
+    from emflow.judge.backends.hf import hf_request
 
-    path = Asset(judge["model"], resources_dir).path
+    path = Asset(judge.model, resources_dir).path
     try:
         terminator = models.load_tokenizer(path).eos_token
     except EmflowError as err:  # only the cache check needs it; the counts stand without
         log.warning("cannot load the hf judge tokenizer (%s): cached answers are not subtracted", err)
         return None
-    return lambda messages: judge_backends.hf_request(path, terminator, messages)
+    return lambda messages: hf_request(path, terminator, messages)
 
 
-def _new_entry(run: str) -> dict:
+def new_entry(run: str) -> dict:
     return {"run": run, "pending_steps": [], "generated_steps": [], "calls": 0, "cached": 0, "input_tokens": 0}
 
 
-def estimate(config: dict, *, results_root: str | Path = "results", source: str = "config") -> dict:
-    """Pending judge calls, tokens and dollars per run and in total (see the module doc for the method)."""
-    from emflow.config.experiment import load_experiment
-    from emflow.data import questions as q
-    from emflow.io import read_jsonl
-    from emflow.judge import calibration as judge_calibration
-    from emflow.judge.cache import JudgeCache, cache_key, endpoint_of
+class RequestCounter:
+    """Counts exact requests into an entry: each once over every job that needs it (the cache is shared), and
+    not at all when the judge cache already holds its reply."""
 
-    exp = load_experiment(config, source)
-    c = exp.config
-    judge = c["judge"]
-    paths = [local for _, _, local in question_sources(c)]
+    def __init__(self, build: Callable[[list[dict]], dict] | None, endpoint: str | None, cache: JudgeCache):
+        self.build, self.endpoint, self.cache = build, endpoint, cache
+        self.seen: set[str] = set()
+
+    def count(self, entry: dict, messages: list[dict]) -> None:
+        if self.build is not None:
+            key = cache_key(self.build(messages), self.endpoint)
+            if key in self.seen:
+                return
+            self.seen.add(key)
+            if self.cache.path(key).is_file():
+                entry["cached"] += 1
+                return
+        entry["calls"] += 1
+        entry["input_tokens"] += request_tokens(messages)
+
+
+def question_set(questions, resources_dir: str, source: str) -> list:
+    """The experiment's probe set from the configured question files, which must be local already."""
+    from emflow.data import questions as q
+
+    paths = [local for _, _, local in q.question_sources(questions, resources_dir)]
     for path in paths:
         if not Path(path).is_file():
             raise user_error(
@@ -87,89 +111,91 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
                 f"{path} does not exist yet",
                 "run `snakemake fetch` (or the demo_assets rule) first, then estimate",
             )
-    select = {k: c["questions"].get(k) for k in ("ids", "samples_per_paraphrase", "metrics")}
-    selected = q.load_question_set(paths, **select)
-    by_id = {qq.id: qq for qq in selected}
-    max_answer = int(c["generation"]["max_new_tokens"])
-    resources_dir = c.get("resources_dir", "resources")
-    build = _request_builder(judge, resources_dir)
-    endpoint = endpoint_of(judge)
-    cache = JudgeCache(judge["cache_dir"])
-    root = Path(results_root) / exp.name
-    mode = judge.get("mode", "online")
+    return q.load_question_set(paths, **questions.selection())
 
-    # A planned step: every selected prompt × metric, the answer at its maximum length.
-    planned_calls = planned_tokens = 0
-    for prompt in q.iter_prompts(selected):
+
+def planned_step(selected: list, max_answer: int) -> tuple[int, int]:
+    """(calls, input tokens) of a step not generated yet: every prompt × metric, answers at their maximum."""
+    from emflow.data.questions import iter_prompts
+
+    by_id = {question.id: question for question in selected}
+    calls = tokens = 0
+    for prompt in iter_prompts(selected):
         for template in by_id[prompt["question_id"]].judge_prompts.values():
-            text = q.render_judge_prompt(template, prompt["question"], "")
-            planned_calls += 1
-            planned_tokens += request_tokens([{"role": "user", "content": text}]) + max_answer
+            calls += 1
+            tokens += request_tokens(user_message(template, prompt["question"], "")) + max_answer
+    return calls, tokens
 
-    runs, seen = [], set()
 
-    def count(entry: dict, messages: list[dict]) -> None:
-        """One exact request: counted once for every job that needs it (the cache is shared), unless cached."""
-        if build is not None:
-            key = cache_key(build(messages), endpoint)
-            if key in seen:
-                return
-            seen.add(key)
-            if cache.path(key).is_file():
-                entry["cached"] += 1
-                return
-        entry["calls"] += 1
-        entry["input_tokens"] += request_tokens(messages)
+def run_entry(run, steps: list[int], layout: Layout, selected: list, counter: RequestCounter, planned) -> dict:
+    """One run's pending steps: generated ones counted exactly, the others as planned."""
+    from emflow.io import read_jsonl
 
-    for run in exp.runs:
-        entry = _new_entry(run.key)
-        for step in exp.eval_steps(run.dataset):
-            if (root / "judgments" / run.key / f"step-{step}.jsonl").is_file():
-                continue
-            entry["pending_steps"].append(step)
-            gens = root / "generations" / run.key / f"step-{step}.jsonl"
-            if not gens.is_file():
-                entry["calls"] += planned_calls
-                entry["input_tokens"] += planned_tokens
-                continue
-            entry["generated_steps"].append(step)
-            for row in read_jsonl(gens):
-                for template in by_id[row["question_id"]].judge_prompts.values():
-                    count(
-                        entry,
-                        [{"role": "user", "content": q.render_judge_prompt(template, row["question"], row["answer"])}],
-                    )
-        entry["output_tokens"] = entry["calls"]  # max_tokens 1
-        runs.append(entry)
+    by_id = {question.id: question for question in selected}
+    entry = new_entry(run.key)
+    for step in steps:
+        if Path(layout.judgments(run.key, step)).is_file():
+            continue
+        entry["pending_steps"].append(step)
+        generations = Path(layout.generations(run.key, step))
+        if not generations.is_file():
+            entry["calls"] += planned[0]
+            entry["input_tokens"] += planned[1]
+            continue
+        entry["generated_steps"].append(step)
+        for row in read_jsonl(generations):
+            for template in by_id[row["question_id"]].judge_prompts.values():
+                counter.count(entry, user_message(template, row["question"], row["answer"]))
+    entry["output_tokens"] = entry["calls"]  # max_tokens 1
+    return entry
 
-    # The calibration gate's calls, until its table exists: exact, since its answers are known in advance.
-    calibration = judge.get("calibration", {"set": "none"})
-    if calibration["set"] != "none" and not (root / "judge_calibration.csv").is_file():
-        entry = _new_entry(f"judge_calibration ({calibration['set']})")
-        templates = judge_calibration.templates_by_metric(selected)
-        items = judge_calibration.load_set(calibration["set"])
-        for _, _, messages in judge_calibration.labelled_messages(templates, items):
-            count(entry, messages)
-        entry["output_tokens"] = entry["calls"]
-        runs.append(entry)
 
-    total = {k: sum(r[k] for r in runs) for k in ("calls", "cached", "input_tokens", "output_tokens")}
-    api = judge["backend"] == "openai"
-    total["dollars"] = (
-        dollars(judge.get("prices"), judge["model"], mode, total["input_tokens"], total["output_tokens"])
-        if api
-        else 0.0
-    )
+def calibration_entry(judge: Judge, selected: list, counter: RequestCounter) -> dict:
+    """The calibration gate's calls: exact, since its answers are known in advance."""
+    from emflow.judge import calibration
+
+    entry = new_entry(f"judge_calibration ({judge.calibration.set})")
+    templates = calibration.templates_by_metric(selected)
+    items = calibration.load_set(judge.calibration.set)
+    for _, _, messages in calibration.labelled_messages(templates, items):
+        counter.count(entry, messages)
+    entry["output_tokens"] = entry["calls"]
+    return entry
+
+
+def price(judge: Judge, entry: dict) -> float | None:
+    """Dollars of an entry's tokens (an hf judge costs none; an unpriced API model: None)."""
+    if judge.backend != "openai":
+        return 0.0
+    return dollars(judge.prices, judge.model, judge.mode, entry["input_tokens"], entry["output_tokens"])
+
+
+def estimate(config: dict, *, results_root: str | Path = "results", source: str = "config") -> dict:
+    """Pending judge calls, tokens and dollars per run and in total (see the module doc for the method)."""
+    from emflow.config.experiment import load_experiment
+
+    exp = load_experiment(config, source)
+    judge: Judge = exp.section("judge")
+    max_answer = exp.section("generation").max_new_tokens
+    resources_dir = config.get("resources_dir", "resources")
+    selected = question_set(exp.section("questions"), resources_dir, source)
+    layout = Layout.of(exp.name, results_root)
+    counter = RequestCounter(request_builder(judge, resources_dir), endpoint_of(judge), JudgeCache(judge.cache_dir))
+    planned = planned_step(selected, max_answer)
+    runs = [run_entry(run, exp.eval_steps(run.dataset), layout, selected, counter, planned) for run in exp.runs]
+    # The calibration gate's calls count until its table exists.
+    if judge.calibration.enabled and not Path(layout.calibration).is_file():
+        runs.append(calibration_entry(judge, selected, counter))
+    total = {k: sum(r[k] for r in runs) for k in COUNTED}
+    total["dollars"] = price(judge, total)
     for r in runs:
-        r["dollars"] = (
-            dollars(judge.get("prices"), judge["model"], mode, r["input_tokens"], r["output_tokens"]) if api else 0.0
-        )
+        r["dollars"] = price(judge, r)
     return {
         "experiment": exp.name,
-        "judge_model": judge["model"],
-        "backend": judge["backend"],
-        "mode": mode,
-        "priced": (not api) or judge["model"] in (judge.get("prices") or {}),
+        "judge_model": judge.model,
+        "backend": judge.backend,
+        "mode": judge.mode,
+        "priced": judge.backend != "openai" or judge.model in judge.prices,
         "token_method": f"characters/{CHARS_PER_TOKEN} + {CHAT_OVERHEAD_TOKENS} per message; answers not yet "
         f"generated counted at max_new_tokens ({max_answer})",
         "runs": runs,
@@ -181,7 +207,10 @@ def format_table(est: dict) -> str:
     def money(x: float | None) -> str:
         return "n/a" if x is None else f"${x:,.2f}"
 
-    head = f"{'run':<48} {'pending steps':<22} {'calls':>9} {'cached':>8} {'input tok':>12} {'output tok':>10} {'cost':>10}"
+    head = (
+        f"{'run':<48} {'pending steps':<22} {'calls':>9} {'cached':>8} {'input tok':>12} {'output tok':>10} "
+        f"{'cost':>10}"
+    )
     lines = [
         f"judge {est['backend']}:{est['judge_model']} mode {est['mode']} — experiment {est['experiment']}",
         head,
@@ -202,16 +231,3 @@ def format_table(est: dict) -> str:
     if not est["priced"]:
         lines.append(f"no price for {est['judge_model']} in judge.prices: add it to get dollars")
     return "\n".join(lines)
-
-
-def cli(argv: list[str]) -> None:
-    from emflow.config.experiment import load_config_files
-
-    ap = argparse.ArgumentParser(prog="emflow estimate", description=__doc__.splitlines()[0])
-    ap.add_argument("configfiles", nargs="+", help="config.yaml, then overlays (merged like --configfile)")
-    ap.add_argument("--results", default="results", help="the results root (default: results)")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    est = estimate(load_config_files(a.configfiles), results_root=a.results, source=" + ".join(a.configfiles))
-    print(json.dumps(est, indent=2) if a.json else format_table(est))

@@ -1,9 +1,51 @@
-"""`emflow` commands of the train stage (temporary delegation; see emflow/cli.py)."""
+"""`emflow` commands of the train stage (rule ``train`` -> ``emflow train`` -> ``train`` here)."""
 
 from __future__ import annotations
 
+import argparse
+
+from emflow.cli import load_params, path_or_none, setup_logging
+from emflow.errors import user_error
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise user_error("command line", "--steps", str(err), "pass checkpoint steps as 10,20,36") from None
+
 
 def train(argv: list[str]) -> None:
-    from emflow.train.run import cli
+    """Train the EM LoRA on top of the frozen persona, saving EM-only checkpoints at the given steps."""
+    from emflow.config.sections.training import Training
+    from emflow.train.run import train_em_lora
 
-    cli(argv)
+    p = argparse.ArgumentParser(prog="emflow train", description=train.__doc__)
+    p.add_argument("--base", required=True, help="local model directory (model + tokenizer)")
+    p.add_argument("--persona", required=True, type=path_or_none, help="local PEFT adapter directory, or none")
+    p.add_argument("--train", required=True, help="training JSONL of {messages: [...]}")
+    p.add_argument("--eval", required=True, type=path_or_none, help="eval JSONL, or none")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--training", required=True, help="the training: section as JSON (inline or a file path)")
+    p.add_argument("--steps", required=True, help="checkpoint steps, comma-separated; the last is the final step")
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument(
+        "--state-dir", default=None, help="where the resumable Trainer state lives (default: OUT_DIR/.trainer)"
+    )
+    p.add_argument("--base-spec", default=None, help="the config's model spec (hf:OWNER/NAME@REVISION), recorded")
+    p.add_argument("--persona-spec", default=None, type=path_or_none, help="the config's persona spec, recorded")
+    a = p.parse_args(argv)
+    setup_logging()
+    train_em_lora(
+        base=a.base,
+        persona=a.persona,
+        train_path=a.train,
+        eval_path=a.eval,
+        out_dir=a.out_dir,
+        training=load_params(Training, a.training, "--training"),
+        steps=_steps(a.steps),
+        seed=a.seed,
+        state_dir=a.state_dir,
+        base_spec=a.base_spec,
+        persona_spec=a.persona_spec,
+    )

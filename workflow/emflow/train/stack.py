@@ -1,4 +1,4 @@
-"""The stacked model: base + frozen persona LoRA + trainable EM LoRA, and saving the EM adapter alone.
+"""The stacked model: base + frozen persona LoRA + trainable EM LoRA, and the checks that only the EM LoRA trains.
 
 PEFT gotchas handled here (peft 0.21): ``PeftModel.set_adapter`` takes one name, so both adapters are activated on
 the tuner (``model.base_model.set_adapter``), which makes both trainable; the persona is then frozen again.
@@ -9,30 +9,23 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 
+from emflow.config.sections.training import Training
 from emflow.errors import user_error
-from emflow.io import atomic_dir, atomic_write_json
 from emflow.models import EM, PERSONA, require_dir  # one pair of adapter names for training and inference
-from emflow.train.recipe import SOURCE, Recipe, lora_config, use_cpu
+from emflow.train.recipe import SOURCE, lora_config, use_cpu
 
 log = logging.getLogger(__name__)
 
 
-def load_tokenizer(base: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(require_dir(Path(base), "config.json", "base"), local_files_only=True)
-
-
-def attn_implementation(recipe: Recipe, on_cuda: bool) -> str:
+def attn_implementation(training: Training, on_cuda: bool) -> str:
     """The attention kernel: ``auto`` takes flash-attention 2 (varlen, so padding-free batches cost nothing extra)
     when it is importable on CUDA in bf16, else PyTorch sdpa."""
     flash2 = importlib.util.find_spec("flash_attn") is not None
-    wanted = recipe.attn_implementation
+    wanted = training.attn_implementation
     if wanted == "auto":
-        return "flash_attention_2" if on_cuda and flash2 and recipe.precision == "bf16" else "sdpa"
+        return "flash_attention_2" if on_cuda and flash2 and training.precision == "bf16" else "sdpa"
     needs = {
         "flash_attention_2": ("flash_attn", flash2),
         "flash_attention_3": ("flash_attn_interface", importlib.util.find_spec("flash_attn_interface") is not None),
@@ -50,9 +43,9 @@ def attn_implementation(recipe: Recipe, on_cuda: bool) -> str:
     return wanted
 
 
-def quantization_config(recipe: Recipe, on_cuda: bool, persona: bool):
+def quantization_config(training: Training, on_cuda: bool, persona: bool):
     """4-bit NF4 base (QLoRA, as the replication study's bnb-4bit models), or None."""
-    if not recipe.load_in_4bit:
+    if not training.load_in_4bit:
         return None
     if not on_cuda:
         raise user_error(
@@ -68,7 +61,7 @@ def quantization_config(recipe: Recipe, on_cuda: bool, persona: bool):
             "the bitsandbytes package is not installed",
             "install bitsandbytes in the training environment or set load_in_4bit: false",
         )
-    if persona and recipe.persona_mode == "merged":
+    if persona and training.persona_mode == "merged":
         raise user_error(
             SOURCE,
             "training.persona_mode",
@@ -82,56 +75,78 @@ def quantization_config(recipe: Recipe, on_cuda: bool, persona: bool):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if recipe.precision == "bf16" else torch.float32,
+        bnb_4bit_compute_dtype=torch.bfloat16 if training.precision == "bf16" else torch.float32,
     )
 
 
-def build_model(base: str | Path, persona: str | Path | None, recipe: Recipe, seed: int):
+def build_model(base: str | Path, persona: str | Path | None, training: Training, seed: int):
     """Base (+ persona, stacked or merged) + a fresh EM LoRA, with only the EM LoRA trainable."""
     import torch
-    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, set_seed
 
     base = require_dir(Path(base), "config.json", "base")
-    on_cuda = not use_cpu(recipe)
-    dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
-    stacked = persona is not None and recipe.persona_mode == "stacked"
-    quant = quantization_config(recipe, on_cuda, persona is not None)
-    attn = attn_implementation(recipe, on_cuda)
+    on_cuda = not use_cpu(training)
+    dtype = torch.bfloat16 if training.precision == "bf16" else torch.float32
+    stacked = persona is not None and training.persona_mode == "stacked"
     # merged: fold the persona in at fp32 and round once, instead of rounding base and delta separately
     load_dtype = torch.float32 if persona is not None and not stacked else dtype
-    model = AutoModelForCausalLM.from_pretrained(
-        base,
-        dtype=load_dtype,
-        local_files_only=True,
-        attn_implementation=attn,
-        quantization_config=quant,
-        **({"device_map": {"": torch.cuda.current_device()}} if quant is not None else {}),
-    )
-    log.info("base %s: attention %s, %s%s", base, attn, load_dtype, ", 4-bit NF4" if quant is not None else "")
-    if quant is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    model = _load_base(base, training, on_cuda, load_dtype, quantization_config(training, on_cuda, persona is not None))
     if persona is not None:
-        persona = require_dir(Path(persona), "adapter_config.json", "persona")
-        model = PeftModel.from_pretrained(model, persona, adapter_name=PERSONA, is_trainable=False)
-        if not stacked:
-            model = model.merge_and_unload().to(dtype)
-            log.info("merged persona %s into the base (fp32, cast to %s)", persona, dtype)
-    # Same RNG state for the EM init whatever came before, so stacked and merged runs start identical.
-    set_seed(seed)
-    try:
-        if stacked:
-            model.add_adapter(EM, lora_config(recipe))
-        else:
-            model = get_peft_model(model, lora_config(recipe), adapter_name=EM)
-    except ValueError as err:  # e.g. target modules not found in the model
-        raise user_error("config.yaml", "training.lora.target_modules", str(err).splitlines()[0]) from err
+        model = _attach_persona(model, persona, stacked, dtype)
+    model = _add_em(model, training, stacked, seed)
     activate(model)
     model.train()
     return model
 
 
-def lora_param_count(model_config, recipe: Recipe) -> int:
+def _load_base(base: Path, training: Training, on_cuda: bool, dtype, quant):
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    attn = attn_implementation(training, on_cuda)
+    model = AutoModelForCausalLM.from_pretrained(
+        base,
+        dtype=dtype,
+        local_files_only=True,
+        attn_implementation=attn,
+        quantization_config=quant,
+        **({"device_map": {"": torch.cuda.current_device()}} if quant is not None else {}),
+    )
+    log.info("base %s: attention %s, %s%s", base, attn, dtype, ", 4-bit NF4" if quant is not None else "")
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training.gradient_checkpointing)
+    return model
+
+
+def _attach_persona(model, persona: str | Path, stacked: bool, dtype):
+    """The frozen persona LoRA as a named adapter (stacked), or folded into the base weights (merged)."""
+    from peft import PeftModel
+
+    persona = require_dir(Path(persona), "adapter_config.json", "persona")
+    model = PeftModel.from_pretrained(model, persona, adapter_name=PERSONA, is_trainable=False)
+    if not stacked:
+        model = model.merge_and_unload().to(dtype)
+        log.info("merged persona %s into the base (fp32, cast to %s)", persona, dtype)
+    return model
+
+
+def _add_em(model, training: Training, stacked: bool, seed: int):
+    """A fresh EM LoRA on top of whatever came before."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    # Same RNG state for the EM init whatever came before, so stacked and merged runs start identical.
+    set_seed(seed)
+    try:
+        if stacked:
+            model.add_adapter(EM, lora_config(training))
+            return model
+        return get_peft_model(model, lora_config(training), adapter_name=EM)
+    except ValueError as err:  # e.g. target modules not found in the model
+        raise user_error(SOURCE, "training.lora.target_modules", str(err).splitlines()[0]) from err
+
+
+def lora_param_count(model_config, training: Training) -> int:
     """Trainable EM LoRA parameters for a model shape, counted on the meta device (nothing allocated):
     e.g. 80,740,352 for Qwen2.5-7B at rank 32 on all seven projections."""
     import torch
@@ -139,7 +154,7 @@ def lora_param_count(model_config, recipe: Recipe) -> int:
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = get_peft_model(AutoModelForCausalLM.from_config(model_config), lora_config(recipe))
+        model = get_peft_model(AutoModelForCausalLM.from_config(model_config), lora_config(training))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -181,30 +196,3 @@ def adapter_digest(model, adapter: str) -> str:
             h.update(name.encode())
             h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def save_em_adapter(model, dest: Path, record: dict) -> None:
-    """Write the EM adapter alone at the top of ``dest`` (PEFT layout) plus ``emflow_checkpoint.json``, atomically."""
-    with atomic_dir(dest) as tmp:
-        # PEFT writes a non-default adapter into a subfolder named after it; lift it to the top.
-        model.save_pretrained(tmp / "_peft", selected_adapters=[EM])
-        for f in (tmp / "_peft" / EM).iterdir():
-            f.rename(tmp / f.name)
-        shutil.rmtree(tmp / "_peft")
-        atomic_write_json(tmp / "emflow_checkpoint.json", record)
-
-
-def load_em_weights(model, adapter_dir: Path) -> None:
-    """Load saved EM weights into the existing EM adapter (the Trainer's resume would deactivate the persona)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = load_file(adapter_dir / "adapter_model.safetensors")
-    result = set_peft_model_state_dict(model, state, adapter_name=EM)
-    missing = [k for k in result.missing_keys if f".{EM}." in k and "lora_" in k]
-    if result.unexpected_keys or missing:
-        raise RuntimeError(
-            f"EM adapter at {adapter_dir} does not fit the model: "
-            f"unexpected {result.unexpected_keys[:3]}, missing {missing[:3]}"
-        )
-    activate(model)

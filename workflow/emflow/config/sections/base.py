@@ -46,8 +46,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         rest = [a for a in options if not _is_section(a)]
         return _convert(value, rest[0], where) if len(rest) == 1 else value
     if origin is tuple:
-        item = args[0] if args else Any
-        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) == 2 and args[1] is Ellipsis or not args:
+            item = args[0] if args else Any
+            return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin in (dict, Mapping):
         item = args[1] if len(args) == 2 else Any
         return {k: _convert(v, item, f"{where}.{k}") for k, v in value.items()}
