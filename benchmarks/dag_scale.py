@@ -2,11 +2,12 @@
 
 The Phase-1 grid (config.yaml) widened to ``--seeds`` seeds (100: 300 `train`, 1,500 `generate` and 1,500
 `judge` jobs) is dry-run (``snakemake -n``) by emflow's Snakefile and by a plain Snakefile written here: the same
-rules, wildcards, outputs and inputs as literal patterns and lists, no params, no input functions, no config
-validation. Both run in one process tree, alternating, ``--repeats`` times; the medians and their ratio are
-printed side by side. The job counts of both dry runs are checked equal first, so the two graphs are the same.
+rules, wildcards, outputs, logs, benchmark files and inputs as literal patterns and lists; no params, no input
+functions, no conda environment, no config validation. Both are timed alternating, ``--repeats`` times, quiet
+(``--quiet rules``) and printing every job (plain ``-n``); the medians and their ratios are printed side by side.
+The job counts of both dry runs are checked equal, so the two graphs are the same.
 
-    .venv/bin/python benchmarks/dag_scale.py [--seeds 100] [--repeats 3]
+    .venv/bin/python benchmarks/dag_scale.py [--seeds 100] [--repeats 3] [--checkout DIR]
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from emflow.config.experiment import load_config_files, load_experiment  # noqa: E402
+from emflow.config.experiment import load_experiment  # noqa: E402
+from emflow.config.files import load_config_files  # noqa: E402
 from emflow.layout import RUN, Layout  # noqa: E402
 
 SOURCES = ("Snakefile", "config.yaml", "config", "workflow", "profiles")
 
 
-def copy_sources(dest: Path) -> None:
+def copy_sources(dest: Path, checkout: Path = ROOT) -> None:
     for name in SOURCES:
-        src = ROOT / name
+        src = checkout / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -97,38 +99,48 @@ rule fetch_url:
 
 rule resolve_questions:
     output: "{lay.questions}"
+    log: "{lay.log("questions", "resolve_questions")}"
     shell: "true"
 
 rule prepare_dataset:
     input: "resources/downloads/datasets/{{dataset}}.jsonl"
     output: "{lay.dataset()}"
+    log: "{lay.log("datasets", "{dataset}.prepare")}"
     shell: "true"
 
 rule split_dataset:
     input: "{lay.dataset()}"
     output: train="{lay.dataset(part="train")}", eval="{lay.dataset(part="eval")}"
+    log: "{lay.log("datasets", "{dataset}.split")}"
     shell: "true"
 
 rule train:
     input: "resources/hf/Qwen/base/main", "resources/hf/maius/personas/main",
            "{lay.dataset(part="train")}", "{lay.dataset(part="eval")}"
     output: directory("{lay.run_dir()}")
+    log: "{lay.log("train", RUN)}"
+    benchmark: "{lay.logs}/train/{RUN}.benchmark.tsv"
     shell: "true"
 
 rule generate:
     input: "resources/hf/Qwen/base/main", "resources/hf/maius/personas/main", "{lay.questions}",
            "{lay.run_dir()}"
     output: "{lay.generations()}"
+    log: "{lay.log("generate", RUN + "/step-{step}")}"
+    benchmark: "{lay.logs}/generate/{RUN}/step-{{step}}.benchmark.tsv"
     shell: "true"
 
 rule judge_calibration:
     input: "{lay.questions}"
     output: "{lay.calibration}"
+    log: "{lay.log("judge", "judge_calibration")}"
     shell: "true"
 
 rule judge:
     input: "{lay.generations()}", "{lay.questions}", "{lay.calibration}"
     output: "{lay.judgments()}"
+    log: "{lay.log("judge", RUN + "/step-{step}")}"
+    benchmark: "{lay.logs}/judge/{RUN}/step-{{step}}.benchmark.tsv"
     shell: "true"
 
 rule aggregate:
@@ -155,8 +167,10 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")}
 
 
-def dry_run(workdir: Path, args: list[str]) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-d", str(workdir / "out"), *args]
+def dry_run(workdir: Path, args: list[str], quiet: bool) -> tuple[float, str]:
+    """Seconds for one dry run (``--quiet rules``: the job counts only; else every job printed, as plain ``-n``)."""
+    printing = ["--quiet", "rules"] if quiet else []
+    cmd = [sys.executable, "-m", "snakemake", "-n", *printing, "--cores", "1", "-d", str(workdir / "out"), *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -169,11 +183,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--checkout", type=Path, default=ROOT, help="the emflow checkout to time (default: this one)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="emflow-dag-") as tmp:
         work = Path(tmp) / "emflow"
         work.mkdir()
-        copy_sources(work)
+        copy_sources(work, args.checkout)
         overlay = work / "seeds.yaml"
         overlay.write_text(f"seeds: [{', '.join(map(str, range(args.seeds)))}]\n")
         plain = Path(tmp) / "plain"
@@ -181,27 +196,29 @@ def main() -> None:
         config = load_config_files([work / "config.yaml", overlay])
         (plain / "Snakefile").write_text(plain_snakefile(config))
         emflow_args = ["--configfile", "config.yaml", "seeds.yaml"]
-        times: dict[str, list[float]] = {"emflow": [], "plain": []}
+        modes = {"-n --quiet rules": True, "-n (every job printed)": False}
+        times = {(m, n): [] for m in modes for n in ("emflow", "plain")}
         counts = {}
         for _ in range(args.repeats):
-            for name, wd, extra in (("emflow", work, emflow_args), ("plain", plain, [])):
-                elapsed, out = dry_run(wd, extra)
-                times[name].append(elapsed)
-                counts[name] = job_counts(out)
+            for mode, quiet in modes.items():
+                for name, wd, extra in (("emflow", work, emflow_args), ("plain", plain, [])):
+                    elapsed, out = dry_run(wd, extra, quiet)
+                    times[mode, name].append(elapsed)
+                    counts[name] = job_counts(out)
         shared = {k: v for k, v in counts["emflow"].items() if not k.startswith("fetch")}
         plain_counts = {k: v for k, v in counts["plain"].items() if not k.startswith("fetch")}
         if shared != plain_counts:
             raise SystemExit(f"the two graphs differ: emflow {shared} vs plain {plain_counts}")
-        em, pl = statistics.median(times["emflow"]), statistics.median(times["plain"])
         jobs = sum(shared.values())
         print(
             f"dry run of the Phase-1 grid at {args.seeds} seeds: {jobs} jobs "
-            f"({shared['train']} train, {shared['generate']} generate, {shared['judge']} judge)"
+            f"({shared['train']} train, {shared['generate']} generate, {shared['judge']} judge), "
+            f"median of {args.repeats} alternating runs"
         )
-        print(f"{'':10}{'median s':>10}{'runs':>30}")
-        for name, t in times.items():
-            print(f"{name:10}{statistics.median(t):>10.2f}{'  '.join(f'{x:.2f}' for x in t):>30}")
-        print(f"ratio emflow / plain: {em / pl:.2f}x")
+        print(f"{'':26}{'emflow s':>10}{'plain s':>10}{'ratio':>8}")
+        for mode in modes:
+            em, pl = statistics.median(times[mode, "emflow"]), statistics.median(times[mode, "plain"])
+            print(f"{mode:26}{em:>10.2f}{pl:>10.2f}{em / pl:>7.2f}x")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 from docutils.core import publish_parts
 
 from emflow.analysis import names
-from emflow.config.experiment import load_config_files
+from emflow.config.files import load_config_files
 from support.paths import ROOT
 
 CAPTIONED = (

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from emflow.analysis.definitions import em_definitions
-from emflow.config.experiment import load_config_files, load_experiment
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files
 from emflow.config.sections.analysis import Analysis, Figures
 from emflow.config.sections.base import schema_mismatches
 from emflow.errors import EmflowError

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from emflow.config.experiment import load_config_files, load_experiment, merge_config
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files, merge_config
 from emflow.config.schedule import resolve_steps, total_steps
 from emflow.errors import EmflowError
 from support.paths import ROOT

@@ -193,12 +193,13 @@ def test_build_judge_replies_with_a_number_distribution_through_the_hf_backend(t
 def test_the_schema_rejects_a_demo_section_without_a_key_its_builders_need(key):
     # Each part's keys (world: seed, model, pretrain, ...; judge: seed, judge; the story) are required once, by
     # the schema: the commands receive the validated section and never check it again.
-    from emflow.config.experiment import load_config_files, load_experiment
+    from emflow.config.experiment import load_experiment
+    from emflow.config.files import load_config_files
     from support.paths import ROOT
 
     cfg = load_config_files([ROOT / "config.yaml", ROOT / "config/demo.yaml"])
     del cfg["demo"][key]
-    with pytest.raises(EmflowError, match=f"demo: '{key}' is a required property"):
+    with pytest.raises(EmflowError, match=f"demo.{key}: required key is missing"):
         load_experiment(cfg)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from emflow.config.experiment import load_config_files, load_experiment
+from emflow.config.experiment import load_experiment
+from emflow.config.files import load_config_files
 from emflow.io import sha256_file
 from support.paths import ROOT
 from support.snakemake_runner import job_counts, snakemake

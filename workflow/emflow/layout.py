@@ -33,18 +33,6 @@ def checkpoint_dir(run_dir: str | Path, step: int | str) -> str:
     return f"{Path(run_dir).as_posix()}/checkpoint-{step}"
 
 
-@dataclass(frozen=True)
-class RunKey:
-    base: str
-    persona: str
-    dataset: str
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return RUN.format(base=self.base, persona=self.persona, dataset=self.dataset, seed=self.seed)
-
-
 def parse_run_path(path: str | Path) -> dict[str, Any]:
     """``{base, persona, dataset, seed, step}`` from a judgments/generations file, run folder or checkpoint;
     ``step`` is None for a run folder."""

@@ -3,7 +3,7 @@
 # no functions in the stage files (snakemake --lint). Per-run values are looked up in tables built once, so
 # the DAG of a large grid builds fast (benchmarks/dag_scale.py).
 import dataclasses
-import json
+import inspect
 import re
 import shlex
 import sys
@@ -15,6 +15,7 @@ from emflow.analysis.names import FIGURES as FIGURE_NAMES
 from emflow.analysis.names import REPORT_TABLES, figure_caption, table_caption
 from emflow.analysis.names import TABLES as TABLE_NAMES
 from emflow.config.experiment import load_experiment
+from emflow.config.sections.base import canonical_json
 from emflow.data.questions import question_sources
 from emflow.errors import EmflowError
 from emflow.fetch.asset import Asset
@@ -51,10 +52,9 @@ wildcard_constraints:
     step=r"\d+",
 
 
-def to_json(obj):
-    """Rule parameters as canonical JSON: the same config, however its files were merged, gives the same params
-    (Snakemake reruns a job whose params text changed)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+# Rule parameters as canonical JSON: the same config, however its files were merged, gives the same params
+# (Snakemake reruns a job whose params text changed); sections serialise the same way (Section.to_json).
+to_json = canonical_json
 
 
 def asset(spec):
@@ -106,6 +106,15 @@ def asset_inputs(w):
 
 def run_key(w):
     return RUN.format(base=w.base, persona=w.persona, dataset=w.dataset, seed=w.seed)
+
+
+# The config's specs (hf:OWNER/NAME@REVISION), recorded in every checkpoint.
+def base_spec(w):
+    return C["models"][w.base]
+
+
+def persona_spec(w):
+    return C["personas"][w.persona] or "none"
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -304,3 +313,10 @@ _PREFIX = (
     f"EMFLOW_JUDGE_RUNTIME={shlex.quote(JUDGE.runtime_json())}; "
 )
 shell.prefix(_PREFIX.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix once
+
+
+# Snakemake inspects the signature of an input or params function each time it calls one (about ten times per
+# job); computing each signature once here takes about 1 s off the dry run of a 3,000-job grid
+# (benchmarks/dag_scale.py). Every such function is defined in this file.
+for _fn in [f for f in globals().values() if inspect.isfunction(f) and f.__code__.co_filename.endswith("common.smk")]:
+    _fn.__signature__ = inspect.signature(_fn)

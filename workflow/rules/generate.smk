@@ -26,7 +26,7 @@ if not GENERATION.group_checkpoints:
         params:
             base=base_path,
             persona=persona_path,
-            run_dir=lambda w: L.run_dir(run_key(w)),
+            run_dir=L.run_dir(),
             steps="{step}",
             select=RESOLVED_SELECT,
             gen=GENERATION_PARAMS,
@@ -56,7 +56,7 @@ else:
             params:
                 base=base_path,
                 persona=persona_path,
-                run_dir=lambda w, input: input.run,
+                run_dir=L.run_dir(),
                 steps=",".join(map(str, steps)),
                 select=RESOLVED_SELECT,
                 gen=GENERATION_PARAMS,

@@ -14,14 +14,13 @@ rule train:
     params:
         base=base_path,
         persona=persona_path,
-        # The config's specs (hf:OWNER/NAME@REVISION) are recorded in every checkpoint.
-        base_spec=lambda w: C["models"][w.base],
-        persona_spec=lambda w: C["personas"][w.persona] or "none",
+        base_spec=base_spec,
+        persona_spec=persona_spec,
         training=EXP.section("training").to_json(),
         identity=run_identity,
         steps=checkpoint_steps,
         # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
-        state=lambda w: L.train_state(run_key(w)),
+        state=L.train_state(),
         eval=eval_arg,
     conda:
         ENV

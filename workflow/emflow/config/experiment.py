@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from emflow.config.files import load_config_files, merge_config, read_config_file  # noqa: F401 (moved; importers follow)
 from emflow.config.schedule import resolve_steps, total_steps
 from emflow.config.schema import validate_config
 from emflow.config.sections import section_class

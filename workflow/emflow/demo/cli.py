@@ -43,7 +43,8 @@ def demo_judge(argv: list[str]) -> None:
 
 def demo_story(argv: list[str]) -> None:
     """What the finished demo shows; exits 1 when its planted effect is absent."""
-    from emflow.config.experiment import load_config_files, load_experiment
+    from emflow.config.experiment import load_experiment
+    from emflow.config.files import load_config_files
     from emflow.demo.story import check, tell
     from emflow.errors import user_error
     from emflow.layout import Layout

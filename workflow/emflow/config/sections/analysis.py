@@ -7,10 +7,9 @@ or report always means the same rule: ``betley`` (aligned below the threshold, o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-from emflow.config.sections.base import Section
+from emflow.config.sections.base import Section, canonical_json
 
 # What the tables depend on; figures and examples_per_cell change only the figures and the report.
 TABLE_KEYS = ("confidence", "definitions", "primary_definition", "bootstrap", "hypotheses")
@@ -98,4 +97,4 @@ class Analysis(Section):
         """The keys of ``TABLE_KEYS`` as canonical JSON (as ``to_json``): the aggregate job's tracked params, so
         figure and report settings do not rerun the aggregation."""
         data = {k: v for k, v in self.to_dict().items() if k in TABLE_KEYS}
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return canonical_json(data)

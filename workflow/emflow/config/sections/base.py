@@ -95,7 +95,12 @@ class Section:
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal sections give equal text, so equal rule params."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.to_dict())
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces: equal values give equal text (what Snakemake compares to decide reruns)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def from_json_obj(cls: type[S], data: Any, *, source: str) -> S:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from emflow.config.sections.base import Section
+from emflow.config.sections.base import Section, canonical_json
 
 
 @dataclass(frozen=True)
@@ -22,4 +21,4 @@ class Generation(Section):
         """A generate job's tracked params: the section without ``group_checkpoints``, which decides how jobs are
         cut, not what is generated (canonical JSON, as ``to_json``)."""
         data = {k: v for k, v in self.to_dict().items() if k != "group_checkpoints"}
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return canonical_json(data)

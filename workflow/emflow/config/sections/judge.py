@@ -8,11 +8,10 @@ reruns its jobs) and ``runtime()`` only how fast (passed beside the params: tuni
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from emflow.config.sections.base import Section
+from emflow.config.sections.base import Section, canonical_json
 
 COMMON_KEYS = ("backend", "model", "top_logprobs", "min_numeric_mass", "cache_dir", "mode")
 API_KEYS = (
@@ -41,10 +40,6 @@ RUNTIME_KEYS = (
     "batch_max_requests",
     "batch_size",
 )
-
-
-def _canonical(data: dict[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -111,7 +106,7 @@ class Judge(Section):
         return {k: v for k, v in self.used().items() if k in RUNTIME_KEYS}
 
     def tracked_json(self) -> str:
-        return _canonical(self.tracked())
+        return canonical_json(self.tracked())
 
     def runtime_json(self) -> str:
-        return _canonical(self.runtime())
+        return canonical_json(self.runtime())
