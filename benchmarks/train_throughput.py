@@ -16,6 +16,8 @@ the measured throughput of a large fp32 matmul.
 
     python benchmarks/train_throughput.py --shape tiny --device cpu
     python benchmarks/train_throughput.py --shape qwen2.5-7b --device cuda --batch-size 8 --grad-accum 2
+    python benchmarks/train_throughput.py --model smollm2 --device cpu --max-length 512   # a real model folder
+                                                     # (or DIR; smollm2: the tests' SmolLM2-135M-Instruct)
 """
 
 from __future__ import annotations
@@ -89,14 +91,24 @@ def lengths(n: int, chars_per_token: float, seed: int) -> list[tuple[int, int]]:
     return [(round(rng.lognormvariate(3.6, 0.3)), round(rng.lognormvariate(4.0, 0.5)) + 1) for _ in range(n)]
 
 
-def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: int, seed: int):
+def model_folder(name: str) -> str:
+    """A real model folder; ``smollm2``: the tests' SmolLM2-135M-Instruct (built once per machine)."""
+    if name != "smollm2":
+        return name
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.real_model import smollm2_dir
+
+    return str(smollm2_dir())
+
+
+def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: int, seed: int, folder=None):
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from emflow.models import EM, PERSONA
-    from emflow.train.stack import activate
-
+    if folder:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn).to(device)
+        return _with_adapters(model, rank, persona_rank), model.config
     h, ffn, layers, heads, kv, vocab = SHAPES[shape]
     cfg = Qwen2Config(
         vocab_size=vocab,
@@ -112,6 +124,17 @@ def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: in
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation=attn)
+    return _with_adapters(model, rank, persona_rank), cfg
+
+
+def _with_adapters(model, rank: int, persona_rank: int):
+    """A non-zero frozen persona LoRA (like a trained one) and a trainable EM LoRA, both active."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from emflow.models import EM, PERSONA
+    from emflow.train.stack import activate
+
     lora = dict(lora_alpha=2 * rank, target_modules=TARGETS, lora_dropout=0.0, task_type="CAUSAL_LM")
     if persona_rank:
         model = get_peft_model(model, LoraConfig(r=persona_rank, **lora), adapter_name=PERSONA)
@@ -123,7 +146,7 @@ def build(shape: str, attn: str, device: str, dtype, rank: int, persona_rank: in
     else:
         model = get_peft_model(model, LoraConfig(r=rank, **lora), adapter_name=EM)
     activate(model)
-    return model, cfg
+    return model
 
 
 def flops_per_sequence(cfg, n_em: int, n_persona: int, length: int) -> float:
@@ -190,9 +213,8 @@ def run_variant(v: Variant, a, rows: list[dict], seqlens: list[int], peak: float
         )
     )
     attn = attn_implementation(recipe, on_cuda)
-    model, cfg = build(
-        a.shape, attn, a.device, torch.bfloat16 if on_cuda else torch.float32, a.rank, a.persona_rank, a.seed
-    )
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+    model, cfg = build(a.shape, attn, a.device, dtype, a.rank, a.persona_rank, a.seed, a.model)
     n_em = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
     n_persona = sum(p.numel() for n, p in model.named_parameters() if f".{PERSONA}." in n)
     total = a.warmup + a.steps
@@ -266,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--model", default=None, help="a real model folder instead of a shape; 'smollm2': the tests' one")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--grad-accum", type=int, default=8)
@@ -288,7 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     lens = lengths(total_rows, a.chars_per_token, a.seed)
     rows, seqlens = [], []
     g = random.Random(a.seed)
-    vocab = SHAPES[a.shape][5]
+    if a.model:
+        from transformers import AutoConfig
+
+        a.model = model_folder(a.model)
+        vocab = AutoConfig.from_pretrained(a.model).vocab_size
+    else:
+        vocab = SHAPES[a.shape][5]
     for prompt, reply in lens:
         prompt, reply = min(prompt, a.max_length - 1), min(reply, a.max_length - min(prompt, a.max_length - 1))
         ids = [g.randrange(2, vocab) for _ in range(prompt + reply)]
@@ -297,8 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     peak = a.peak_tflops or (gpu_peak_tflops() if a.device == "cuda" else cpu_peak_tflops())
     device = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(
-        f"# {a.shape} on {device}; batch {a.batch_size} x accum {a.grad_accum}, EM rank {a.rank}, persona rank "
-        f"{a.persona_rank}, max_length {a.max_length}; {a.steps} timed steps after {a.warmup}"
+        f"# {a.model or a.shape} on {device}; batch {a.batch_size} x accum {a.grad_accum}, EM rank {a.rank}, "
+        f"persona rank {a.persona_rank}, max_length {a.max_length}; {a.steps} timed steps after {a.warmup}"
     )
     print(
         f"# lengths: {'EM dataset ' + ANCHOR.name if ANCHOR.is_file() else 'log-normal model'}, mean "

@@ -134,3 +134,28 @@ def test_questions_selection_and_sources(phase1):
     local = Questions.build({"file": "q.yaml", "extra_files": [{"file": "more.yaml", "sha256": None}]})
     assert question_sources(local, "res") == [("q.yaml", None, "q.yaml"), ("more.yaml", None, "more.yaml")]
     assert local.selection() == {}
+
+
+def test_use_rows_prepares_the_first_rows_and_plans_steps_from_them(phase1, tmp_path):
+    """``use_rows``: all ``rows`` are validated, the first N are written, and steps are planned from N."""
+    row = lambda i: {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}  # noqa: E731
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps(row(i)) + "\n" for i in range(10)))
+    out = tmp_path / "out.jsonl"
+    stats = prepare.prepare_dataset("d", DatasetSpec(rows=10, use_rows=4, path=str(src)), out, resources_dir=tmp_path)
+    assert stats["rows"] == 4 and [json.loads(x) for x in out.read_text().splitlines()] == [row(i) for i in range(4)]
+    with pytest.raises(EmflowError, match="rows"):  # every configured row is still validated
+        prepare.prepare_dataset("d", DatasetSpec(rows=11, use_rows=4, path=str(src)), out, resources_dir=tmp_path)
+
+    def used(spec: dict) -> dict:  # the dataset "em", trained on by cell A1
+        config = _with_dataset(phase1, spec)
+        config["cells"]["A1"]["dataset"] = "em"
+        config["training"]["checkpoints"] = {"steps": ["final"]}
+        return config
+
+    exp = load_experiment(used({"path": str(src), "rows": 10, "use_rows": 6, "eval_rows": 2}))
+    assert exp.train_rows("em") == 4
+    too_many = _refused(used({"path": str(src), "rows": 10, "use_rows": 11}))
+    assert too_many.startswith("config: datasets.em.use_rows: 11 > rows (10)")
+    eval_too_many = _refused(used({"path": str(src), "rows": 10, "use_rows": 4, "eval_rows": 4}))
+    assert "datasets.em.eval_rows: 4 >= use_rows (4)" in eval_too_many

@@ -88,3 +88,17 @@ def test_anchors_risky_financial_matches_the_declared_row_count(anchors):
 @pytest.mark.parametrize("overlay", [[], ["config/demo.yaml"]])
 def test_other_configs_still_validate(overlay):
     load_experiment(load_config_files([ROOT / "config.yaml", *(ROOT / p for p in overlay)]))
+
+
+def test_smoke_dry_run_is_one_small_model_on_the_three_model_organisms_datasets(checkout):
+    """config/smoke.yaml: a real small model (pinned), no persona, 200 + 40 rows per dataset, two checkpoints."""
+    smoke = ["config.yaml", "config/smoke.yaml"]
+    exp = load_experiment(load_config_files([ROOT / p for p in smoke]), source="smoke")
+    assert {(r.base, r.persona, r.dataset) for r in exp.runs} == {
+        ("small-instruct", "none", d) for d in ("bad_medical", "risky_financial", "extreme_sports")
+    }
+    assert exp.config["models"]["small-instruct"].startswith("hf:Qwen/Qwen2.5-0.5B-Instruct@")
+    assert all(exp.eval_steps(d) == [0, 12, 25] for d in ("bad_medical", "risky_financial", "extreme_sports"))
+    counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", "--configfile", *smoke))
+    assert counts["train"] == 3 and counts["generate"] == counts["judge"] == 9
+    assert counts["fetch_hf"] == 1 and counts["fetch_url"] == 2  # the model; the shared archive and questions

@@ -140,16 +140,19 @@ class Experiment:
         return stable_hash(self.config)[:12]
 
     def train_rows(self, dataset: str) -> int:
-        spec = self.config["datasets"][dataset]
-        rows, eval_rows = spec["rows"], spec.get("eval_rows", 0)
-        if eval_rows >= rows:
+        spec = self.section("datasets")[dataset]
+        if spec.use_rows is not None and spec.use_rows > spec.rows:
+            raise user_error(
+                self.source, f"datasets.{dataset}.use_rows", f"{spec.use_rows} > rows ({spec.rows})", "use at most rows"
+            )
+        if spec.eval_rows >= spec.used_rows:
             raise user_error(
                 self.source,
                 f"datasets.{dataset}.eval_rows",
-                f"{eval_rows} >= rows ({rows})",
-                "keep eval_rows below rows",
+                f"{spec.eval_rows} >= {'use_rows' if spec.use_rows else 'rows'} ({spec.used_rows})",
+                "keep eval_rows below the rows used",
             )
-        return rows - eval_rows
+        return spec.used_rows - spec.eval_rows
 
     def steps_total(self, dataset: str) -> tuple[int, int]:
         t = self.config["training"]

@@ -87,7 +87,8 @@ def read_source(name: str, spec: DatasetSpec, resources_dir: str | Path, source:
 def prepare_dataset(
     name: str, spec: DatasetSpec, out_path: str | Path, *, resources_dir: str | Path, source: str = "config"
 ) -> dict:
-    """Fetch/decrypt one configured dataset, strip canaries, validate ``spec.rows`` rows, write them.
+    """Fetch/decrypt one configured dataset, strip canaries, validate ``spec.rows`` rows, write them (the first
+    ``spec.use_rows`` of them when set).
 
     Returns ``{"rows": n, "sha256": <of out_path>}``. Nothing is written to ``out_path`` on any error.
     """
@@ -97,7 +98,7 @@ def prepare_dataset(
     except UnicodeDecodeError as err:
         raise user_error(origin, None, f"not UTF-8 text (byte {err.start})", "save the file as UTF-8") from None
     rows = validate_chat_rows(clean_lines(text), origin, spec.rows)
-    n = write_jsonl(out_path, rows)
+    n = write_jsonl(out_path, rows[: spec.used_rows])
     stats = {"rows": n, "sha256": sha256_file(out_path)}
     log.info("dataset %s: %d rows -> %s (sha256 %s)", name, n, out_path, stats["sha256"])
     return stats

@@ -17,6 +17,7 @@ class DatasetSpec(Section):
 
     rows: int
     eval_rows: int = 0
+    use_rows: int | None = None  # only the first N rows (a smoke run); None: all
     path: str | None = None
     url: str | None = None
     sha256: str | None = None  # of `path` or `url`
@@ -25,6 +26,11 @@ class DatasetSpec(Section):
     member: str | None = None  # the .jsonl inside the archive (a path, or a file name in any folder)
     password_env: str | None = None
     password_default: str | None = None
+
+    @property
+    def used_rows(self) -> int:
+        """The rows a run sees (train + eval): ``use_rows`` when set, else ``rows``."""
+        return self.use_rows if self.use_rows is not None else self.rows
 
     @property
     def kind(self) -> str:
