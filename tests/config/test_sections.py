@@ -68,7 +68,7 @@ def _assert_contains(built, raw, where):
             assert k in built, f"{where}.{k} lost"
             _assert_contains(built[k], v, f"{where}.{k}")
     elif isinstance(raw, list):
-        assert list(built) == [b for b in built] and len(built) == len(raw), where
+        assert isinstance(built, list) and len(built) == len(raw), f"{where}: {built!r} != {raw!r}"
         for i, (b, r) in enumerate(zip(built, raw, strict=True)):
             _assert_contains(b, r, f"{where}[{i}]")
     else:
