@@ -306,19 +306,24 @@ def test_resume_after_kill_reproduces_uninterrupted_loss_curve(stacked_run, tiny
         torch.testing.assert_close(final[key], tensor, atol=1e-6, rtol=0)
 
 
+def small_run(tiny_base, train_path, out_dir, *, training=None, steps=(3,), seed=0, persona=None):
+    """A short EM run without an eval set (the shape most of the tests below share)."""
+    return train_em_lora(
+        base=tiny_base,
+        persona=persona,
+        train_path=train_path,
+        eval_path=None,
+        out_dir=out_dir,
+        training=training or recipe(),
+        steps=list(steps),
+        seed=seed,
+    )
+
+
 def test_same_seed_same_loss_curve_other_seed_differs(tiny_base, data, tmp_path):
     curves = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        train_em_lora(
-            base=tiny_base,
-            persona=None,
-            train_path=data["small"],
-            eval_path=None,
-            out_dir=tmp_path / name,
-            training=recipe(),
-            steps=[3],
-            seed=seed,
-        )
+        small_run(tiny_base, data["small"], tmp_path / name, seed=seed)
         curves[name] = [r["loss"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")]
     assert curves["a"] == curves["b"]
     assert curves["a"] != curves["c"]
@@ -379,59 +384,23 @@ def test_cli_plain_lora_without_persona_or_eval(tiny_base, data, tmp_path):
 def test_bad_optimizer_raises_user_error(tiny_base, data, tmp_path):
     """(The other bad recipes of this test are schema errors now: test_recipe.test_bad_recipe_raises_user_error.)"""
     with pytest.raises(EmflowError, match="optimizer"):
-        train_em_lora(
-            base=tiny_base,
-            persona=None,
-            train_path=data["small"],
-            eval_path=None,
-            out_dir=tmp_path,
-            training=recipe(optimizer="no_such_optimizer"),
-            steps=[3],
-            seed=0,
-        )
+        small_run(tiny_base, data["small"], tmp_path, training=recipe(optimizer="no_such_optimizer"))
 
 
 def test_unknown_target_module_raises(tiny_base, data, tmp_path):
     """(A missing recipe key is a config-schema error now: test_recipe.test_missing_recipe_key_raises.)"""
     lora = dict(r=4, alpha=8, dropout=0.0, use_rslora=False, target_modules=["no_such_proj"])
     with pytest.raises(EmflowError, match="target_modules"):
-        train_em_lora(
-            base=tiny_base,
-            persona=None,
-            train_path=data["small"],
-            eval_path=None,
-            out_dir=tmp_path,
-            training=recipe(lora=lora),
-            steps=[3],
-            seed=0,
-        )
+        small_run(tiny_base, data["small"], tmp_path, training=recipe(lora=lora))
 
 
 def test_step_count_disagreeing_with_data_raises(tiny_base, data, tmp_path):
     with pytest.raises(EmflowError, match="optimizer steps"):
-        train_em_lora(
-            base=tiny_base,
-            persona=None,
-            train_path=data["small"],
-            eval_path=None,
-            out_dir=tmp_path,
-            training=recipe(),
-            steps=[2, 4],
-            seed=0,
-        )
+        small_run(tiny_base, data["small"], tmp_path, steps=[2, 4])
 
 
 def test_rows_without_assistant_turn_raise(tiny_base, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
     with pytest.raises(EmflowError, match=r"bad\.jsonl:1: messages"):
-        train_em_lora(
-            base=tiny_base,
-            persona=None,
-            train_path=bad,
-            eval_path=None,
-            out_dir=tmp_path / "o",
-            training=recipe(),
-            steps=[1],
-            seed=0,
-        )
+        small_run(tiny_base, bad, tmp_path / "o", steps=[1])
