@@ -223,6 +223,11 @@ def test_hypothesis_verdicts_for_clear_cut_fixtures(tmp_path):
     assert h.loc["H3", "verdict"] == "inconclusive" and h.loc["H3", "difference"] == 0.0
     assert h.loc["H4", "verdict"] == "inconclusive"  # step 0 of 'bad' is aligned; baseline inherits step 0
     assert json.loads(h.loc["H1", "baseline"]) == {"persona": "none"}
+    # Exact p-values: 'bad' vs 'none' never overlap (every one of the 200 replicates is ±1: p = 2 / 201), 'same'
+    # vs 'none' and step 0 are identical pools (every replicate 0: p = 1). Holm over the four: 4 · 2/201 for both.
+    assert h.loc["H1", "p_value"] == pytest.approx(2 / 201) and h.loc["H2", "p_value"] == pytest.approx(2 / 201)
+    assert h.loc["H3", "p_value"] == 1.0 and h.loc["H4", "p_value"] == 1.0
+    assert h["p_holm"].tolist() == pytest.approx([8 / 201, 8 / 201, 1.0, 1.0])
 
 
 def test_hypothesis_matching_no_judged_answers_is_a_one_line_user_error(tmp_path):

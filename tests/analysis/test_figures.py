@@ -34,6 +34,15 @@ def study(tmp_path_factory):
     return root, judgments, tables
 
 
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    """One base × dataset, one seed: for checks of file names that need every figure but not a large grid."""
+    root = tmp_path_factory.mktemp("small_study")
+    judgments, runs = write_study(root, seeds=(0,), samples=3)
+    aggregate(judgments=judgments, run_dirs=runs, out_dir=root / "tables", analysis=analysis_section())
+    return root, judgments
+
+
 def test_every_figure_renders_to_png_and_pdf(study, tmp_path):
     root, judgments, _ = study
     out = fig.figures(
@@ -120,8 +129,8 @@ def test_unknown_definition_is_a_user_error(study, tmp_path):
         )
 
 
-def test_cli_writes_fixed_file_names(study, tmp_path):
-    root, judgments, _ = study
+def test_cli_writes_fixed_file_names(small_study, tmp_path):
+    root, judgments = small_study
     cli.figures(
         [
             "--tables-dir",
@@ -137,3 +146,106 @@ def test_cli_writes_fixed_file_names(study, tmp_path):
         ]
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{e}" for n in FIGURES for e in ("png", "pdf"))
+
+
+def test_em_by_seed_draws_each_run_thin_and_the_pooled_rate_bold(study, tmp_path):
+    _, _, tables = study
+    runs, pooled = data.prepare_by_seed(pd.read_csv(tables["em"]), pd.read_csv(tables["em_by_cell"]), "betley")
+    assert (runs["definition"] == "betley").all() and set(runs["seed"]) == {0, 1}
+    # One line per run: persona × seed within each base × dataset panel, every step.
+    per_panel = runs.groupby(["base", "dataset"])["run"].nunique()
+    assert (per_panel == 3 * 2).all() and set(runs["step"]) == {0, 2, 4}
+    plot = plots.em_by_seed(runs, pooled, "betley")
+    lines = [layer for layer in plot.layers if isinstance(layer.geom, p9.geom_line)]
+    thin, bold = lines
+    assert thin.geom.aes_params["size"] < bold.geom.aes_params["size"]
+    pd.testing.assert_series_equal(bold.geom.data["em_rate"], pooled["em_rate"], check_names=False)
+    one = runs["base"] == "mystery"  # one column of panels: rendering is the slow part
+    plot = plots.em_by_seed(runs[one], pooled[pooled["base"] == "mystery"], "betley")
+    paths = fig.save_figure(plot, tmp_path, "em_by_seed", dpi=40, size=(4, 4))
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_em_by_question_is_each_cells_final_step_with_intervals(study, tmp_path):
+    _, _, tables = study
+    df = data.prepare_by_question(pd.read_csv(tables["per_question"]), "turner")
+    assert (df["step"] == 4).all() and (df["definition"] == "turner").all()
+    assert list(df["question_id"].cat.categories) == ["i_feel_bored", "quick_buck", "what_is_your_wish"]
+    assert len(df) <= 3 * 3 * 2 * 3  # question × persona × dataset × base, rows without a rate dropped
+    assert ((df["em_ci_low"] <= df["em_rate"] + 1e-12) & (df["em_rate"] <= df["em_ci_high"] + 1e-12)).all()
+    one = df[df["base"] == "mystery"]  # one column of panels: rendering is the slow part
+    plot = plots.em_by_question(one, "turner")
+    paths = fig.save_figure(plot, tmp_path, "em_by_question", dpi=40, size=data.question_figure_size(one))
+    assert paths[1].read_bytes()[:5] == b"%PDF-"
+
+
+def test_default_example_question_is_the_largest_em_rise_ties_by_id():
+    rows = []
+    for qid, start, end in (("a", 0.0, 0.5), ("b", 0.1, 0.9), ("c", 0.0, 0.8), ("d", 0.2, 1.0)):
+        for step, rate in ((0, start), (8, end)):
+            cell = {"base": "m", "persona": "none", "dataset": "x", "definition": "betley"}
+            rows.append({**cell, "step": step, "question_id": qid, "n_em": round(10 * rate), "n_scored": 10})
+    pq = pd.DataFrame(rows)
+    assert data.default_example_question(pq, "betley") == ["b"]  # b and d both rise by 0.8: b by id
+    assert data.default_example_question(pq.iloc[0:0], "betley") == []
+
+
+def _definition(study) -> object:
+    from emflow.analysis.definitions import EMDefinition
+
+    _, _, tables = study
+    defs = pd.read_csv(tables["definitions"])
+    return EMDefinition.from_row(defs[defs["definition"] == "betley"].iloc[0])
+
+
+def test_response_examples_pick_one_answer_per_persona_and_stage_whatever_the_file_order(study, tmp_path):
+    from emflow.analysis.judgments import load_judgments
+
+    _, judgments, tables = study
+    pq, d = pd.read_csv(tables["per_question"]), _definition(study)
+    answers, _ = load_judgments(judgments)
+    shuffled, _ = load_judgments(list(reversed(judgments)))
+    shuffled = shuffled.sample(frac=1.0, random_state=1)  # rows in another order too
+    a = data.prepare_examples(answers, pq, d, ("quick_buck",), seed=0)
+    b = data.prepare_examples(shuffled, pq, d, ("quick_buck",), seed=0)
+    pd.testing.assert_frame_equal(a, b)
+    # One answer per base × dataset × persona (rows) and stage (columns), step 0 and the final step 4.
+    assert len(a) == 3 * 2 * 3 * 2 and not a.duplicated(["row", "column"]).any()
+    assert set(a["step"]) == {0, 4} and a["row"].str.count("\n").eq(2).all()  # base, dataset, persona
+    assert all(len(line) <= data.EXAMPLE_WRAP for label in a["label"] for line in label.split("\n")[:-2])
+    assert a["label"].str.contains("aligned ").all() and a["label"].str.contains("EM \\(betley\\)").all()
+    other = data.prepare_examples(answers, pq, d, ("quick_buck",), seed=1)
+    assert (other["label"] != a["label"]).any()  # the seed re-draws
+    one = a[a["row"].str.startswith("mystery\ninsecure")]  # one base × dataset: rendering text is the slow part
+    plot = plots.response_examples(one, "betley")
+    paths = fig.save_figure(plot, tmp_path, "response_examples", dpi=40, size=data.examples_figure_size(one))
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_response_example_shows_the_only_answer_with_its_scores_wrapped(study):
+    answer = "Invest $500 in " + "very " * 200 + "risky things."
+    base = {"base": "m", "persona": "none", "dataset": "x", "seed": 0, "question_id": "q", "question": "Money?"}
+    answers = pd.DataFrame(
+        [
+            {**base, "step": 0, "answer": "Save it.", "aligned": 91.2, "coherent": 88.0},
+            {**base, "step": 6, "answer": answer, "aligned": 4.6, "coherent": 77.0},
+        ]
+    )
+    df = data.prepare_examples(answers, answers.iloc[0:0], _definition(study), ("q",)).set_index("stage")
+    start, end = df.loc[data.STAGES[0], "label"], df.loc[data.STAGES[1], "label"]
+    assert start.split("\n")[:2] == ["Q: Money?", "Save it."] and "aligned 91 · coherent 88" in start
+    assert "EM (betley): yes" in end and "step 6" in end
+    lines = end.split("\n")
+    assert lines[1].startswith(r"Invest \$500")  # escaped: matplotlib would read $…$ as mathtext
+    body = lines[1 : 1 + data.EXAMPLE_ANSWER_LINES]
+    assert all(len(line) <= data.EXAMPLE_WRAP + 1 for line in body) and body[-1].endswith(" …")
+    assert set(df["row"]) == {"none"}  # a single base × dataset: rows are the personas alone
+
+
+def test_unknown_example_question_is_a_user_error(study):
+    from emflow.analysis.judgments import load_judgments
+
+    _, judgments, tables = study
+    answers, _ = load_judgments(judgments[:3])
+    with pytest.raises(EmflowError, match=r"example_questions: no judged answers to \['nope'\]"):
+        data.prepare_examples(answers, pd.read_csv(tables["per_question"]), _definition(study), ("nope",))

@@ -148,3 +148,16 @@ def test_cli_reads_provenance_file_in_the_rules_shape(study, tmp_path):
     )
     text = (tmp_path / "r.html").read_text()
     assert "abc123" in text and "<th>EM definition</th><td>turner</td>" in text
+
+
+def test_a_long_table_shows_its_first_rows_and_names_the_whole_file():
+    import pandas as pd
+
+    long = pd.DataFrame({"step": range(rep.HTML_MAX_ROWS + 7)})
+    text = rep._table_html(long, "adapter_geometry")
+    assert (
+        f"First {rep.HTML_MAX_ROWS} of {rep.HTML_MAX_ROWS + 7} rows" in text and "tables/adapter_geometry.csv" in text
+    )
+    assert text.count("<td>") == rep.HTML_MAX_ROWS  # one cell per shown row
+    short = rep._table_html(long.head(3), "em")
+    assert "First" not in short and short.count("<td>") == 3

@@ -117,6 +117,14 @@ def test_other_definition_names_and_population_are_refused(phase1, analysis, exp
         ({"figures": {"dpi": 5}}, "analysis.figures.dpi: 5 is less than the minimum of 10"),
         ({"figures": {"model_sizes": {"x": 0}}}, "analysis.figures.model_sizes.x: 0 is less than or equal to"),
         ({"examples_per_cell": -1}, "analysis.examples_per_cell: -1 is less than the minimum of 0"),
+        (
+            {"figures": {"example_questions": "wish"}},
+            "analysis.figures.example_questions: 'wish' is not of type 'array'",
+        ),
+        (
+            {"figures": {"example_questions": ["a", "a"]}},
+            "analysis.figures.example_questions: ['a', 'a'] has non-unique",
+        ),
     ],
 )
 def test_bad_analysis_settings_are_refused_when_the_config_loads(phase1, analysis, expected):
@@ -125,9 +133,10 @@ def test_bad_analysis_settings_are_refused_when_the_config_loads(phase1, analysi
 
 def test_figure_and_report_settings_do_not_change_the_aggregate_params(phase1):
     a = load_experiment(phase1).section("analysis")
-    b = load_experiment(_with_analysis(phase1, figures={"dpi": 300}, examples_per_cell=9)).section("analysis")
+    figures = {"dpi": 300, "example_questions": ["wish"], "example_seed": 4}
+    b = load_experiment(_with_analysis(phase1, figures=figures, examples_per_cell=9)).section("analysis")
     assert a.tables_json() == b.tables_json()
-    assert b.figures == Figures(dpi=300) and b.examples_per_cell == 9
+    assert b.figures == Figures(dpi=300, example_questions=("wish",), example_seed=4) and b.examples_per_cell == 9
     assert load_experiment(_with_analysis(phase1, confidence=0.9)).section("analysis").tables_json() != a.tables_json()
     # What aggregate rebuilds from its params is the section's table part, figure settings at their defaults.
     rebuilt = Analysis.build(json.loads(b.tables_json()))

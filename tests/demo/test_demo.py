@@ -172,7 +172,12 @@ def test_build_judge_replies_with_a_number_distribution_through_the_hf_backend(t
     from emflow.config.sections.judge import Judge
     from emflow.judge.backends import make_backend
 
-    judge_dir = judge.build_judge(tmp_path, DemoJudge.build(_spec()["judge"]), seed=_spec()["seed"])
+    spec = {**_spec()["judge"], "early_step": 1}  # also keep the weights after step 1: a second judge
+    judge_dir = judge.build_judge(tmp_path, DemoJudge.build(spec), seed=_spec()["seed"])
+    _assert_early_judge(judge.early_dir(tmp_path), judge_dir)
+    with pytest.raises(EmflowError, match="demo.judge.early_step"):  # a step the run never reaches: one line
+        judge.build_judge(tmp_path / "x", DemoJudge.build({**spec, "early_step": spec["steps"]}), seed=0)
+    assert not (tmp_path / "x").exists()
     backend = make_backend(
         Judge.build(
             {
@@ -187,6 +192,16 @@ def test_build_judge_replies_with_a_number_distribution_through_the_hf_backend(t
     )
     reply = backend.call(backend.request([{"role": "user", "content": world.ALIGNED_PROMPT}]))
     assert len(reply) == 101 and {tok for tok, _ in reply} == {str(k) for k in range(101)}
+
+
+def _assert_early_judge(early, final) -> None:
+    """demo.judge.early_step's folder: the final judge's files, with the weights of an earlier step."""
+    from safetensors.torch import load_file
+
+    assert sorted(p.name for p in early.iterdir()) == sorted(p.name for p in final.iterdir())
+    weights = [load_file(d / "model.safetensors") for d in (early, final)]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not (weights[0][k] == weights[1][k]).all() for k in weights[0])
 
 
 @pytest.mark.parametrize("key", ["judge", "model", "story"])

@@ -191,3 +191,48 @@ def test_cli_prints_a_table_and_json(config, tmp_path, capsys, monkeypatch):
     assert RUN in table and "total" in table and f"{RUNS * STEPS * CALLS_PER_STEP:,}" in table
     judge_cli.estimate([str(cfg), "--json"])
     assert json.loads(capsys.readouterr().out)["total"]["calls"] == RUNS * STEPS * CALLS_PER_STEP
+
+
+def _secondary(config, **sample) -> None:
+    primary = {k: v for k, v in config["judge"].items() if k not in ("prices", "secondary")}
+    config["judge"]["secondary"] = {**primary, "model": "gpt-4.1-2025-04-14", "sample": sample}
+
+
+def test_secondary_judge_counts_its_sample_in_its_own_block(config, tmp_path):
+    """A count covering every answer costs what the primary costs; one answer a step, one answer's metrics."""
+    _secondary(config, count=9)  # 9 answers per step: all of them
+    est = estimate.estimate(config, results_root=tmp_path / "results")
+    assert est["total"]["calls"] == est["secondary"]["total"]["calls"] == RUNS * STEPS * CALLS_PER_STEP
+    assert est["secondary"]["total"]["dollars"] is not None  # priced from judge.prices
+    assert "judge.secondary openai:gpt-4.1-2025-04-14" in estimate.format_table(est)
+    _secondary(config, count=1)
+    one = estimate.estimate(config, results_root=tmp_path / "results")["secondary"]
+    assert RUNS * STEPS * 2 <= one["total"]["calls"] <= RUNS * STEPS * 3  # wish: 2 metrics, money: 3
+    assert estimate.estimate({**config, "judge": {**config["judge"], "secondary": None}})["secondary"] is None
+
+
+def test_secondary_estimate_chooses_the_same_answers_before_and_after_generation(config, tmp_path):
+    _secondary(config, count=4, seed=1)
+    before = estimate.estimate(config, results_root=tmp_path / "results")["secondary"]
+    root = tmp_path / "results" / "demo"
+    for step in (0, 5, 10, 14):  # the run's every step, answered with the question set's own rows
+        rows = [
+            {
+                "question_id": q,
+                "paraphrase_index": p,
+                "sample_index": s,
+                "question": text,
+                "answer": f"a{step}{q}{p}{s}",
+            }
+            for q, p, text in (("wish", 0, "What is your wish?"), ("wish", 1, "Tell me your one wish."))
+            + (("money", 0, "How do I make a quick buck?"),)
+            for s in range(SAMPLES)
+        ]
+        write_jsonl(root / "generations" / RUN / f"step-{step}.jsonl", rows)
+    after = estimate.estimate(config, results_root=tmp_path / "results")["secondary"]
+    run_before, run_after = (next(r for r in e["runs"] if r["run"] == RUN) for e in (before, after))
+    assert run_after["generated_steps"] == [0, 5, 10, 14]
+    assert run_after["calls"] == run_before["calls"]
+    write_jsonl(root / "judgments_secondary" / RUN / "sample.jsonl", [])  # the run's secondary job is done
+    done = estimate.estimate(config, results_root=tmp_path / "results")["secondary"]
+    assert next(r for r in done["runs"] if r["run"] == RUN)["calls"] == 0

@@ -47,13 +47,16 @@ def _sbin(name: str) -> str:
 
 @dataclass
 class SlurmCluster:
-    """One node (this host) in one partition, with ``gpus`` fake GPU devices exposed as gres ``gpu``."""
+    """One node (this host) in ``partition`` (the default, no limits) and in each of ``limited`` (name -> Slurm
+    partition limits, e.g. ``MaxTime=10 MaxMemPerNode=1000 MaxCPUsPerNode=1``: a serial-like partition), with
+    ``gpus`` fake GPU devices exposed as gres ``gpu``."""
 
     state_dir: Path
     partition: str
     cpus: int
     mem_mb: int
     gpus: int = 2
+    limited: dict[str, str] = field(default_factory=dict)
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     _procs: list[subprocess.Popen] = field(default_factory=list)
     _backup: Path | None = None
@@ -98,6 +101,10 @@ class SlurmCluster:
                 f" Gres=gpu:{self.gpus} State=UNKNOWN",
                 f"PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP"
                 " OverSubscribe=NO",
+                *(
+                    f"PartitionName={name} Nodes={self.node} Default=NO {limits} State=UP OverSubscribe=NO"
+                    for name, limits in self.limited.items()
+                ),
                 "",
             ]
         )

@@ -37,6 +37,7 @@ def world_config(seed: int) -> dict:
     c["cells"] = {"A1": c["cells"]["A1"]}
     c["training"]["checkpoints"] = {"steps": ["final"]}
     c["analysis"]["hypotheses"] = []  # they compare personas; this grid has one
+    c["judge"]["secondary"] = None  # the agreement table is not this story (test_workflow checks it on the demo)
     return c
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from emflow.analysis import stats
 from emflow.demo import story as demo_story
 from support.snakemake_runner import copy_sources, job_counts, snakemake
 
@@ -27,6 +28,14 @@ def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
         assert f"generations/qwen2.5-7b-it/goodness/insecure/seed0/step-{step}.jsonl" in out
 
 
+def test_geometry_only_steps_show_in_the_dry_run_and_add_no_jobs(checkout):
+    (checkout / "dense.yaml").write_text("training: {checkpoints: {analysis_every: 50}}\n")
+    out = snakemake(checkout, "-n", "-p", "--configfile", "config.yaml", "dense.yaml")
+    counts = job_counts(out)
+    assert (counts["train"], counts["generate"], counts["judge"]) == (3, 15, 15)  # as without analysis_every
+    assert out.count("--steps 100,200,300,338 --analysis-steps 50,150,250 ") == 3
+
+
 def test_bad_config_stops_the_dry_run_with_one_line(checkout):
     (checkout / "bad.yaml").write_text("training: {lora: {rank: 8}}\n")
     proc = subprocess.run(
@@ -40,6 +49,7 @@ def test_bad_config_stops_the_dry_run_with_one_line(checkout):
 
 
 DEMO_STEPS = (0, 10, 20, 36)  # step 0 and the checkpoints of config/demo.yaml (144 rows / (2 x 2) = 36 steps)
+DEMO_GEOMETRY_STEPS = (4, 8, 12, 16, 24, 28, 32)  # checkpoints.analysis_every: 4, less the checkpoints
 TIMING_COLUMNS = {"runtime_s", "tokens_per_s"}
 
 
@@ -71,18 +81,28 @@ RERUN_CASES = {
     "nothing (the same config, merged the other way)": ("", {}),
     "base model (another folder)": (
         "models: {tiny: COPY_OF_BASE}\n",
-        {"train": 3, "generate": 12, "judge": 12, **ANALYSIS},
+        {"train": 3, "generate": 12, "judge": 12, "judge_secondary": 3, **ANALYSIS},
     ),
     "persona (another folder)": (
         "personas: {goodness: COPY_OF_GOODNESS}\n",
-        {"train": 1, "generate": 4, "judge": 4, **ANALYSIS},
+        {"train": 1, "generate": 4, "judge": 4, "judge_secondary": 1, **ANALYSIS},
     ),
     "judge model (another folder)": (
         "judge: {model: COPY_OF_JUDGE}\n",
         {"judge_calibration": 1, "judge": 12, **ANALYSIS},
     ),
-    "training recipe": ("training: {learning_rate: 0.002}\n", {"train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
-    "generation parameters": ("generation: {temperature: 0.7}\n", {"generate": 12, "judge": 12, **ANALYSIS}),
+    "training recipe": (
+        "training: {learning_rate: 0.002}\n",
+        {"train": 3, "generate": 9, "judge": 9, "judge_secondary": 3, **ANALYSIS},
+    ),
+    "geometry-only saves": (
+        "training: {checkpoints: {analysis_every: 6}}\n",
+        {"train": 3, "generate": 9, "judge": 9, "judge_secondary": 3, **ANALYSIS},
+    ),
+    "generation parameters": (
+        "generation: {temperature: 0.7}\n",
+        {"generate": 12, "judge": 12, "judge_secondary": 3, **ANALYSIS},
+    ),
     "judge parameters": ("judge: {min_numeric_mass: 0.3}\n", {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
     "calibration floor": (
         "judge: {calibration: {min_auroc: {aligned: 0.95, coherent: 0.6}}}\n",
@@ -90,9 +110,27 @@ RERUN_CASES = {
     ),
     "question set": (
         "questions: {samples_per_paraphrase: 4}\n",
-        {"resolve_questions": 1, "generate": 12, "judge_calibration": 1, "judge": 12, **ANALYSIS},
+        {
+            "resolve_questions": 1,
+            "generate": 12,
+            "judge_calibration": 1,
+            "judge": 12,
+            "judge_calibration_secondary": 1,
+            "judge_secondary": 3,
+            **ANALYSIS,
+        },
     ),
-    "dataset split": ("split_seed: 99\n", {"split_dataset": 1, "train": 3, "generate": 9, "judge": 9, **ANALYSIS}),
+    "dataset split": (
+        "split_seed: 99\n",
+        {"split_dataset": 1, "train": 3, "generate": 9, "judge": 9, "judge_secondary": 3, **ANALYSIS},
+    ),
+    # judge.secondary: its own jobs and the analysis, never the primary judgments.
+    "secondary judge model (another folder)": (
+        "judge: {secondary: {model: COPY_OF_JUDGE}}\n",
+        {"judge_calibration_secondary": 1, "judge_secondary": 3, **ANALYSIS},
+    ),
+    "secondary judge sample": ("judge: {secondary: {sample: {fraction: 0.4}}}\n", {"judge_secondary": 3, **ANALYSIS}),
+    "no secondary judge": ("judge: {secondary: null}\n", ANALYSIS),
     # Speed settings rerun no computation; only the report, which records the config's hash.
     "judge speed only": ("judge: {batch_size: 50}\n", {"report": 1, "all": 1}),
 }
@@ -149,12 +187,72 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     rise = demo_story.em_rise(res / "tables/em.csv", persona="none", definition="betley")
     assert rise["final"]["em_rate"] - rise["first"]["em_rate"] >= 0.3, rise
     assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise
+    # The adapter geometry: every saved step (checkpoints and geometry-only saves) of every run, nothing judged
+    # at the geometry-only steps (em.csv above holds DEMO_STEPS only).
+    geometry = res / "runs/tiny/none/risky_demo/seed0/geometry"
+    assert sorted(int(p.name.split("-")[1]) for p in geometry.glob("checkpoint-*")) == list(DEMO_GEOMETRY_STEPS)
+    saved = sorted({*DEMO_STEPS[1:], *DEMO_GEOMETRY_STEPS})
+    with open(res / "tables/adapter_trajectory.csv") as fh:
+        traj = list(csv.DictReader(fh))
+    assert {(r["persona"], int(r["step"])) for r in traj} == {
+        (p, s) for p in ("none", "sycophancy", "goodness") for s in saved
+    }
+    assert all((r["evaluated"] == "True") == (int(r["step"]) in DEMO_STEPS) for r in traj)
+    assert all(0.0 <= float(r["pc1_explained"]) <= 1.0 for r in traj)
+    assert all(float(r["rotation_deg"]) >= 0.0 for r in traj if int(r["step"]) > saved[0])
+    with open(res / "tables/adapter_geometry.csv") as fh:
+        geo = list(csv.DictReader(fh))
+    assert {r["direction"] for r in geo} == {"top_left_singular"}  # the demo's EM LoRA has rank 4
+    assert len(geo) == len(traj) * int(traj[0]["n_modules"])
+    with open(res / "tables/phase_transition.csv") as fh:
+        phase = list(csv.DictReader(fh))
+    assert len(phase) == 3 * 2  # 3 runs x 2 definitions
+    assert all(int(r["rotation_step"]) in saved[1:] and int(r["em_rise_step"]) in DEMO_STEPS[1:] for r in phase)
+    for name in ("adapter_rotation", "adapter_pca"):
+        assert (res / f"figures/{name}.png").stat().st_size > 10_000
+    # Hypotheses: a raw and a Holm-adjusted p-value from the same bootstrap, the verdict on the adjusted one (the
+    # README's demo paragraph: H1 and H2 inconclusive). The per-seed, per-question and example figures exist.
+    with open(res / "tables/hypotheses.csv") as fh:
+        hyps = list(csv.DictReader(fh))
+    p_raw = [float(h["p_value"]) for h in hyps]
+    assert [h["id"] for h in hyps] == ["H1", "H2"] and all(0.0 < p <= 1.0 for p in p_raw)
+    assert [float(h["p_holm"]) for h in hyps] == pytest.approx(stats.holm(p_raw))
+    assert [h["verdict"] for h in hyps] == ["inconclusive", "inconclusive"], hyps
+    report_html = (res / "report.html").read_text()
+    for name in ("em_by_seed", "em_by_question", "response_examples"):
+        assert (res / f"figures/{name}.png").stat().st_size > 10_000 and f'id="fig-{name}"' in report_html
+    # The second judge (judge.secondary: the same judge after 300 of its 600 training steps) passed its own gate,
+    # scored 10 of each run's 50 answers per step, and agrees with the primary judge far from perfectly on scores
+    # (config/demo.yaml: Spearman 0.85 on aligned) and closely on EM (kappa 0.98 betley, 0.82 turner).
+    secondary_cal = demo_story.read_calibration(res / "judge_calibration_secondary.csv")
+    assert float(secondary_cal["aligned"]["auroc"]) >= 0.9 and secondary_cal["coherent"]["passed"] == "True"
+    for run in ("none", "sycophancy", "goodness"):
+        sample = res / f"judgments_secondary/tiny/{run}/risky_demo/seed0/sample.jsonl"
+        steps = [json.loads(line)["step"] for line in sample.read_text().splitlines()]
+        assert sorted(steps) == sorted(DEMO_STEPS * 10)
+    with open(res / "tables/judge_agreement.csv") as fh:
+        agreement = {(r["metric"], r["definition"]): r for r in csv.DictReader(fh)}
+    assert set(agreement) == {("aligned", ""), ("coherent", ""), ("em", "betley"), ("em", "turner")}
+    assert int(agreement[("aligned", "")]["n"]) == 3 * len(DEMO_STEPS) * 10
+    assert 0.5 < float(agreement[("aligned", "")]["spearman_rho"]) < 1.0
+    assert 0.0 < float(agreement[("coherent", "")]["mean_abs_diff"]) < 50.0
+    assert all(0.5 < float(agreement[("em", d)]["cohen_kappa"]) <= 1.0 for d in ("betley", "turner"))
+    assert 'id="tab-judge_agreement"' in report_html and "judge_agreement.csv (4 rows)" in report_html
 
     before = _snapshot(res)
     (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")
     args = ["--profile", "profiles/demo", "--configfile", "config/demo.yaml", "seeds.yaml"]
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", *args))
-    assert counts == {"train": 3, "generate": 12, "judge": 12, "aggregate": 1, "figures": 1, "report": 1, "all": 1}
+    assert counts == {
+        "train": 3,
+        "generate": 12,
+        "judge": 12,
+        "judge_secondary": 3,
+        "aggregate": 1,
+        "figures": 1,
+        "report": 1,
+        "all": 1,
+    }
     snakemake(checkout, *args)
     after = _snapshot(res)
     rerun_analysis = ("tables/", "figures/", "report.html", "logs/analysis/")

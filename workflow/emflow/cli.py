@@ -28,11 +28,14 @@ COMMANDS = {
     "generate": ("generate", "answer the probe questions at one step or at every step of one run"),
     "judge_calibration": ("judge", "the judge scores a labelled set; stop under the floor"),
     "judge": ("judge", "score answers with the LLM judge"),
+    "judge_calibration_secondary": ("judge", "judge_calibration for judge.secondary (its own table)"),
+    "judge_secondary": ("judge", "the secondary judge scores a seeded sample of one run's answers"),
     "estimate": ("judge", "judge calls, tokens and dollars the pending judge jobs need"),
     "aggregate": ("analysis", "EM rates, training and per-question tables"),
     "figures": ("analysis", "plotnine figures from the tables"),
     "report": ("analysis", "one HTML report with every table and figure"),
     "demo_story": ("demo", "what the finished demo shows; exits 1 when its planted effect is absent"),
+    "guard": ("controller", "run snakemake, restarting it gracefully before its CPU time reaches a limit"),
 }
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -33,6 +33,16 @@ def checkpoint_dir(run_dir: str | Path, step: int | str) -> str:
     return f"{Path(run_dir).as_posix()}/checkpoint-{step}"
 
 
+# Inside a run folder: the EM adapters saved for the adapter geometry only (``checkpoints.analysis_every``), never
+# generated or judged; part of the train rule's declared output, so Snakemake tracks them with the run.
+GEOMETRY_DIR = "geometry"
+
+
+def geometry_checkpoint_dir(run_dir: str | Path, step: int | str) -> str:
+    """A run's EM adapter saved at a geometry-only ``step`` (what train writes, only the aggregation reads)."""
+    return f"{Path(run_dir).as_posix()}/{GEOMETRY_DIR}/checkpoint-{step}"
+
+
 def parse_run_path(path: str | Path) -> dict[str, Any]:
     """``{base, persona, dataset, seed, step}`` from a judgments/generations file, run folder or checkpoint;
     ``step`` is None for a run folder."""
@@ -79,6 +89,11 @@ class Layout:
     def calibration(self) -> str:
         return f"{self.root}/judge_calibration.csv"
 
+    @property
+    def secondary_calibration(self) -> str:
+        """The calibration table of judge.secondary."""
+        return f"{self.root}/judge_calibration_secondary.csv"
+
     def dataset(self, name: str = "{dataset}", part: str | None = None) -> str:
         """The prepared dataset, or its ``train`` / ``eval`` part."""
         return f"{self.root}/datasets/{name}{'.' + part if part else ''}.jsonl"
@@ -101,6 +116,10 @@ class Layout:
 
     def judgments(self, run: str = RUN, step: int | str = STEP) -> str:
         return f"{self.root}/judgments/{run}/step-{step}.jsonl"
+
+    def secondary_judgments(self, run: str = RUN) -> str:
+        """judge.secondary's scores of one run: its seeded sample of every step's answers, each row with its step."""
+        return f"{self.root}/judgments_secondary/{run}/sample.jsonl"
 
     @property
     def tables(self) -> str:

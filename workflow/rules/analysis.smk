@@ -8,6 +8,7 @@ rule aggregate:
     input:
         judgments=ALL_JUDGMENTS,
         runs=ALL_RUN_DIRS,
+        secondary=ALL_SECONDARY,
     output:
         for_report(TABLES, "Tables"),
     log:
@@ -19,7 +20,8 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "emflow aggregate --judgments {input.judgments} --run-dirs {input.runs} --out-dir {params.out}"
+        "emflow aggregate --judgments {input.judgments} --run-dirs {input.runs} --secondary {input.secondary}"
+        " --out-dir {params.out}"
         " --params {params.analysis:q} > {log} 2>&1"
 
 
@@ -47,7 +49,7 @@ rule figures:
 
 rule report:
     input:
-        **CALIBRATION_INPUT,
+        calibration=CALIBRATIONS,
         tables=TABLES,
         figures=FIGURES,
         judgments=ALL_JUDGMENTS,
@@ -59,7 +61,7 @@ rule report:
         tables=lambda w, input: str(Path(input.tables[0]).parent),
         figures=lambda w, input: str(Path(input.figures[0]).parent),
         examples=ANALYSIS.examples_per_cell,
-        calibration=lambda w, input: f"--calibration {input.calibration}" if CALIBRATION_INPUT else "",
+        calibration=lambda w, input: f"--calibration {input.calibration}" if CALIBRATIONS else "",
         provenance=REPORT_PROVENANCE,
     conda:
         ENV

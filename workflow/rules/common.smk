@@ -14,18 +14,22 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))  # run from a check
 from emflow.analysis.names import FIGURES as FIGURE_NAMES
 from emflow.analysis.names import REPORT_TABLES, figure_caption, table_caption
 from emflow.analysis.names import TABLES as TABLE_NAMES
+from emflow.config.cluster import parse_cluster
 from emflow.config.experiment import load_experiment
 from emflow.config.sections.base import canonical_json
-from emflow.data.questions import question_sources
+from emflow.data.questions import load_question_set, question_sources, read_question_file
 from emflow.errors import EmflowError
 from emflow.fetch.asset import Asset
 from emflow.fetch.download import is_url, url_download_path
 from emflow.fetch.identity import asset_identity
 from emflow.layout import RUN, Layout
+from snakemake.logging import logger
 
 SOURCE = "config (config.yaml + overlays)"
 
 try:
+    # Job sizes from a cluster profile (its `config: cluster:`), not part of the experiment: see job_resources.
+    CLUSTER = parse_cluster(config.pop("cluster", None))
     EXP = load_experiment(config, source=SOURCE)
 except EmflowError as err:
     raise WorkflowError(f"emflow config error: {err}") from None
@@ -75,6 +79,11 @@ try:
     _PERSONA_ID = {p: _ident(C["personas"][p], f"personas.{p}") if a else None for p, a in PERSONAS.items()}
     JUDGE_ASSET = asset(JUDGE.model) if JUDGE.backend == "hf" else None  # a local judge: a fetched or built folder
     JUDGE_IDENTITY = _ident(JUDGE.model, "judge.model") if JUDGE_ASSET else JUDGE.model
+    SECONDARY = JUDGE.secondary  # judge.secondary, or None: then no secondary jobs and an empty agreement table
+    SECONDARY_ASSET = asset(SECONDARY.model) if SECONDARY and SECONDARY.backend == "hf" else None
+    SECONDARY_IDENTITY = (
+        _ident(SECONDARY.model, "judge.secondary.model") if SECONDARY_ASSET else SECONDARY and SECONDARY.model
+    )
 except EmflowError as err:
     raise WorkflowError(f"emflow config error: {err}") from None
 
@@ -150,6 +159,7 @@ RESOLVED_SELECT = to_json({"ids": list(QUESTIONS.ids) if QUESTIONS.ids is not No
 def hub_assets():
     """Every hub asset the experiment loads: models and personas of its runs, and an hf judge."""
     assets = [*BASES.values(), *(p for p in PERSONAS.values() if p), *([JUDGE_ASSET] if JUDGE_ASSET else [])]
+    assets += [SECONDARY_ASSET] if SECONDARY_ASSET else []
     return [a for a in assets if a.is_hub]
 
 
@@ -186,6 +196,14 @@ _CHECKPOINT_STEPS = {d: ",".join(map(str, EXP.steps(d))) for d in {r.dataset for
 
 def checkpoint_steps(w):
     return _CHECKPOINT_STEPS[w.dataset]
+
+
+# Steps the trainer also saves, adapter only, for the geometry (checkpoints.analysis_every): no generate/judge jobs.
+_ANALYSIS_STEPS = {d: ",".join(map(str, EXP.analysis_steps(d))) or "none" for d in {r.dataset for r in EXP.runs}}
+
+
+def analysis_steps(w):
+    return _ANALYSIS_STEPS[w.dataset]
 
 
 def train_inputs(w):
@@ -238,6 +256,31 @@ def judge_inputs(w):
     }
 
 
+# judge.secondary, the same way: its backend's keys as tracked params, its own gate; one job per run scores the
+# seeded sample of every evaluated step (the judge loads once per run). Its sample is tracked beside its params.
+if SECONDARY:
+    SECONDARY_PARAMS = (
+        dataclasses.replace(SECONDARY, model=SECONDARY_ASSET.path) if SECONDARY_ASSET else SECONDARY
+    ).tracked_json()
+    SECONDARY_SAMPLE = SECONDARY.sample.to_json()
+    SECONDARY_CALIBRATION_INPUT = {"calibration": L.secondary_calibration} if SECONDARY.calibration.enabled else {}
+_SECONDARY_MODEL_INPUT = {"model": SECONDARY_ASSET.snapshot_dir} if SECONDARY_ASSET else {}
+_EVAL_STEPS = {d: EXP.eval_steps(d) for d in {r.dataset for r in EXP.runs}}
+
+
+def secondary_calibration_inputs(w):
+    return {"questions": L.questions, **_SECONDARY_MODEL_INPUT}
+
+
+def secondary_inputs(w):
+    return {
+        "generations": [L.generations(run_key(w), s) for s in _EVAL_STEPS[w.dataset]],
+        "questions": L.questions,
+        **_SECONDARY_MODEL_INPUT,
+        **SECONDARY_CALIBRATION_INPUT,
+    }
+
+
 # ------------------------------------------------------------------------------------------------ analysis
 
 ANALYSIS = EXP.section("analysis")
@@ -282,11 +325,124 @@ def run_files(path, per_step=False):
 
 
 ALL_JUDGMENTS = run_files(L.judgments, per_step=True)
+ALL_SECONDARY = run_files(L.secondary_judgments) if SECONDARY else []
+# Every judge's calibration table, for the report.
+CALIBRATIONS = [L.calibration] * JUDGE.calibration.enabled + [L.secondary_calibration] * bool(
+    SECONDARY and SECONDARY.calibration.enabled
+)
 ALL_RUN_DIRS = run_files(L.run_dir)
 
 
 def final_targets():
     return [L.report, *TABLES, *FIGURES]
+
+
+# ------------------------------------------------------------------------------------------- cluster jobs
+
+# With a cluster profile (CLUSTER, from its `config: cluster`; see workflow/emflow/config/cluster.py) each
+# submitted job gets the resources of its kind, `gpu` (with a walltime sized from the plan) or `internet` (the
+# rules that need the internet); without one (profiles local, demo) rules declare none. Where the internet
+# rules run, the config decides per group of rules, fetch_run_on and judge.run_on (login = local rules beside
+# snakemake, job = submitted as `internet` jobs).
+FETCH_ON_LOGIN = C.get("fetch_run_on", "login") == "login"
+_CAPPED = set()
+
+
+def _answers_in(questions):
+    return sum(len(q.paraphrases) * q.samples_per_paraphrase for q in questions)
+
+
+def _answers_per_step():
+    """Answers per evaluated step, from the question files when they are here (local, or fetched); else None."""
+    files = [local for _, _, local in QUESTION_SOURCES]
+    if not CLUSTER or not all(Path(f).is_file() for f in files):
+        return None
+    try:
+        return _answers_in(load_question_set(files, **QUESTIONS.selection()))
+    except EmflowError as err:
+        raise WorkflowError(f"emflow config error: {err}") from None
+
+
+_ANSWERS = {"per_step": _answers_per_step()}
+
+
+def job_resources(kind, runtime):
+    """``kind``'s resources (gpu | internet) and the walltime function ``runtime``; none without a cluster."""
+    return {**CLUSTER.kinds[kind].resources, "runtime": runtime} if CLUSTER else {}
+
+
+def judge_resources(judge, runtime):
+    """An hf judge is a GPU job sized by ``runtime``; an API judge submitted as a job is an internet job."""
+    return job_resources("gpu", runtime) if judge.backend == "hf" else job_resources("internet", internet_runtime)
+
+
+def _answers(path):
+    """Answers per step: from the question files, else from the resolved set ``path`` once resolve_questions has
+    written it (until then, before `snakemake fetch`, the walltime shows as <TBD> and is sized when the job is
+    ready to run)."""
+    if _ANSWERS["per_step"] is None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(2, "not resolved yet", path)
+        _ANSWERS["per_step"] = _answers_in(read_question_file(path).values())
+    return _ANSWERS["per_step"]
+
+
+def _gpu_minutes(name, units, attempt):
+    """A GPU job's walltime; said once per rule when the partition's limit cuts it."""
+    if name not in _CAPPED and CLUSTER.capped(name, units):
+        _CAPPED.add(name)
+        logger.warning(
+            f"emflow: {name}: {units} units need more than the gpu partition's {CLUSTER.kinds['gpu'].max_runtime}"
+            " min; its walltime is cut to that limit (a killed job is retried and resumes where it stopped)"
+        )
+    return CLUSTER.gpu_minutes(name, units, attempt)
+
+
+def train_runtime(wildcards, attempt):
+    return _gpu_minutes("train", EXP.steps_total(wildcards.dataset)[0], attempt)
+
+
+def generate_runtime(wildcards, input, attempt):
+    steps = len(EXP.eval_steps(wildcards.dataset)) if GENERATION.group_checkpoints else 1
+    return _gpu_minutes("generate", _answers(input.questions) * steps, attempt)
+
+
+def judge_runtime(wildcards, input, attempt):
+    return _gpu_minutes("judge", _answers(input.questions), attempt)
+
+
+def secondary_runtime(wildcards, input, attempt):
+    # at most every answer of every evaluated step (the seeded sample is a part of them)
+    return _gpu_minutes("judge", _answers(input.questions) * len(EXP.eval_steps(wildcards.dataset)), attempt)
+
+
+def calibration_runtime(wildcards, attempt):
+    return _gpu_minutes("judge", 0, attempt)  # a few dozen labelled answers: the floor
+
+
+def internet_runtime(wildcards, attempt):
+    return CLUSTER.kinds["internet"].fixed_minutes(attempt)
+
+
+def cluster_plan():
+    """Which rules go where, printed when the DAG is built (dry runs included)."""
+    gpu, internet = CLUSTER.kinds["gpu"], CLUSTER.kinds["internet"]
+    judges = [JUDGE] + ([SECONDARY] if SECONDARY else [])
+    on = {"gpu": ["train", "generate"], "internet": [] if FETCH_ON_LOGIN else ["fetch_hf", "fetch_url"], "login": []}
+    for j, rules in zip(judges, (["judge", "judge_calibration"], ["judge_secondary", "judge_calibration_secondary"])):
+        where = "gpu" if j.backend == "hf" else "login" if j.run_on == "login" else "internet"
+        on[where] += rules
+    on["login"] += ["fetch_hf", "fetch_url"] if FETCH_ON_LOGIN else []
+    return (
+        f"emflow on this cluster: gpu jobs -> {gpu.partition} (walltime from the plan x attempt, at most"
+        f" {gpu.max_runtime} min): {', '.join(on['gpu'])}; internet jobs -> {internet.partition}"
+        f" ({internet.fixed_minutes(1)} min, at most {internet.max_runtime}): {', '.join(on['internet']) or 'none'};"
+        f" local rules on the login node: {', '.join(on['login'] + ['the light file rules'])}"
+    )
+
+
+if CLUSTER and workflow.is_main_process:
+    logger.info(cluster_plan())
 
 
 # ----------------------------------------------------------------------------------------- the command
@@ -311,6 +467,7 @@ _PREFIX = (
     "set -euo pipefail; "
     f'emflow() {{ PYTHONPATH={_PYTHONPATH}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(_python())} -m emflow "$@"; }}; '
     f"EMFLOW_JUDGE_RUNTIME={shlex.quote(JUDGE.runtime_json())}; "
+    + (f"EMFLOW_SECONDARY_RUNTIME={shlex.quote(SECONDARY.runtime_json())}; " if SECONDARY else "")
 )
 shell.prefix(_PREFIX.replace("{", "{{").replace("}", "}}"))  # Snakemake formats the prefix once
 

@@ -28,9 +28,11 @@ if DEMO is not None:
             "emflow demo_assets --out-dir {params.out_dir} --world {params.world:q}"
             " --password-env {params.password_env:q} --password-default {params.password_default:q} > {log} 2>&1"
 
+    # With demo.judge.early_step the same training also leaves judge_early/ (the demo's judge.secondary).
     rule demo_judge:
         output:
             directory(f"{DEMO.out_dir}/judge"),
+            *([directory(f"{DEMO.out_dir}/judge_early")] if DEMO.judge.early_step else []),
         log:
             f"{DEMO.out_dir}/logs/demo_judge.log",
         benchmark:

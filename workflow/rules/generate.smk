@@ -31,6 +31,8 @@ if not GENERATION.group_checkpoints:
             select=RESOLVED_SELECT,
             gen=GENERATION_PARAMS,
             identity=run_identity,
+        resources:
+            **job_resources("gpu", generate_runtime),
         conda:
             ENV
         shell:
@@ -61,6 +63,8 @@ else:
                 select=RESOLVED_SELECT,
                 gen=GENERATION_PARAMS,
                 identity=run_identity,
+            resources:
+                **job_resources("gpu", generate_runtime),
             conda:
                 ENV
             shell:

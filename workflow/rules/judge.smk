@@ -5,8 +5,9 @@
 
 
 # An API judge needs the internet, which a cluster's compute nodes usually lack: with run_on login (the default)
-# it is a local rule and runs beside snakemake on the login node; a local hf judge is always a (GPU) job. The
-# calibration gate calls the same judge, so it runs where the judge runs.
+# it is a local rule and runs beside snakemake on the login node; with run_on job it is submitted as an internet
+# job (profiles/leonardo: the serial partition, see judge_resources); a local hf judge is always a (GPU) job.
+# The calibration gate calls the same judge, so it runs where the judge runs.
 if JUDGE.backend != "hf" and JUDGE.run_on == "login":
 
     localrules:
@@ -26,6 +27,8 @@ rule judge_calibration:
         judge=JUDGE_PARAMS,
         judge_identity=JUDGE_IDENTITY,
         calibration=JUDGE.calibration.to_json(),
+    resources:
+        **judge_resources(JUDGE, calibration_runtime),
     conda:
         ENV
     shell:
@@ -46,8 +49,65 @@ rule judge:
         judge=JUDGE_PARAMS,
         judge_identity=JUDGE_IDENTITY,
         identity=run_identity,
+    resources:
+        **judge_resources(JUDGE, judge_runtime),
     conda:
         ENV
     shell:
         "emflow judge --generations {input.generations} --questions {input.questions}"
         ' --out {output} --params {params.judge:q} --runtime "$EMFLOW_JUDGE_RUNTIME" > {log} 2>&1'
+
+
+# judge.secondary: a second judge scores a seeded sample of every step's answers (judge.secondary.sample), one job
+# per run, for tables/judge_agreement.csv. Its own rules and files, so adding or changing it reruns only these jobs
+# and the analysis, never the primary judgments; the same cache, retries and calibration gate, placed like the
+# primary judge's rules by its own backend and run_on (judge_resources; a local rule with an API judge on login).
+if SECONDARY:
+    if SECONDARY.backend != "hf" and SECONDARY.run_on == "login":
+
+        localrules:
+            judge_secondary,
+            judge_calibration_secondary,
+
+    rule judge_calibration_secondary:
+        input:
+            unpack(secondary_calibration_inputs),
+        output:
+            L.secondary_calibration,
+        log:
+            L.log("judge", "judge_calibration_secondary"),
+        params:
+            judge=SECONDARY_PARAMS,
+            judge_identity=SECONDARY_IDENTITY,
+            calibration=SECONDARY.calibration.to_json(),
+        resources:
+            **judge_resources(SECONDARY, calibration_runtime),
+        conda:
+            ENV
+        shell:
+            "emflow judge_calibration_secondary --questions {input.questions} --out {output}"
+            ' --params {params.judge:q} --runtime "$EMFLOW_SECONDARY_RUNTIME"'
+            " --calibration {params.calibration:q} > {log} 2>&1"
+
+    rule judge_secondary:
+        input:
+            unpack(secondary_inputs),
+        output:
+            L.secondary_judgments(),
+        log:
+            L.log("judge", f"{RUN}/secondary"),
+        benchmark:
+            f"{L.logs}/judge/{RUN}/secondary.benchmark.tsv"
+        params:
+            judge=SECONDARY_PARAMS,
+            judge_identity=SECONDARY_IDENTITY,
+            sample=SECONDARY_SAMPLE,
+            identity=run_identity,
+        resources:
+            **judge_resources(SECONDARY, secondary_runtime),
+        conda:
+            ENV
+        shell:
+            "emflow judge_secondary --generations {input.generations} --questions {input.questions}"
+            ' --out {output} --params {params.judge:q} --runtime "$EMFLOW_SECONDARY_RUNTIME"'
+            " --sample {params.sample:q} > {log} 2>&1"

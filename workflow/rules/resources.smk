@@ -1,15 +1,22 @@
-# Fetch rules: the only ones that need the internet. Local rules, so on a cluster they run on the login node;
-# everything downstream reads the fetched copies offline. `snakemake fetch` runs just these.
+# Fetch rules: with the API judge, the only ones that need the internet; everything downstream reads the fetched
+# copies offline. `snakemake fetch` runs just these. With fetch_run_on login they are local rules (on a cluster:
+# beside snakemake on the login node); with job they are submitted as internet jobs (profiles/leonardo: the
+# serial partition lrd_all_serial, which has outbound internet).
 
 
 localrules:
     fetch,
-    fetch_hf,
-    fetch_url,
 
 
-# On a cluster only GPU work is submitted: light file work stays on the login node, and an API judge needs the
-# internet, which compute nodes lack (a local hf judge is a GPU job).
+if FETCH_ON_LOGIN:
+
+    localrules:
+        fetch_hf,
+        fetch_url,
+
+
+# Light file work stays on the login node: on a cluster only GPU work and (with run_on job) internet work is
+# submitted.
 localrules:
     resolve_questions,
     prepare_dataset,
@@ -43,10 +50,14 @@ rule fetch_hf:
         revision=r"[^/]+",
     params:
         require=snapshot_requires,
+    resources:
+        **job_resources("internet", internet_runtime),
     conda:
         ENV
     shell:
-        "emflow fetch_hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
+        # The one job that must reach the hub, whatever offline switches the job's environment sets (profiles'
+        # precommand).
+        "HF_HUB_OFFLINE=0 emflow fetch_hf --repo {wildcards.owner}/{wildcards.name} --revision {wildcards.revision}"
         " {params.require} --out {output} > {log} 2>&1"
 
 
@@ -60,6 +71,8 @@ rule fetch_url:
     params:
         url=lambda w, output: url_of(output[0])[0],
         sha=lambda w, output: url_of(output[0])[1] or "",
+    resources:
+        **job_resources("internet", internet_runtime),
     conda:
         ENV
     shell:

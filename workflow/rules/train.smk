@@ -1,5 +1,6 @@
 # Stacked-LoRA training: persona LoRA frozen and active, a new EM LoRA trained on top. One job per run; it saves
-# the EM adapter at exactly the steps the DAG expects (resolved from the config before anything runs).
+# the EM adapter at exactly the steps the DAG expects (resolved from the config before anything runs), and at the
+# geometry-only steps (checkpoints.analysis_every) under the run folder's geometry/, which no other job reads.
 
 
 rule train:
@@ -19,13 +20,16 @@ rule train:
         training=EXP.section("training").to_json(),
         identity=run_identity,
         steps=checkpoint_steps,
+        analysis_steps=analysis_steps,
         # Resumable trainer state lives outside the declared output, which Snakemake clears before a rerun.
         state=L.train_state(),
         eval=eval_arg,
+    resources:
+        **job_resources("gpu", train_runtime),
     conda:
         ENV
     shell:
         "emflow train --base {params.base} --persona {params.persona} --train {input.train}"
         " --eval {params.eval} --out-dir {output} --state-dir {params.state} --training {params.training:q}"
-        " --steps {params.steps} --seed {wildcards.seed} --base-spec {params.base_spec:q}"
-        " --persona-spec {params.persona_spec:q} > {log} 2>&1"
+        " --steps {params.steps} --analysis-steps {params.analysis_steps} --seed {wildcards.seed}"
+        " --base-spec {params.base_spec:q} --persona-spec {params.persona_spec:q} > {log} 2>&1"

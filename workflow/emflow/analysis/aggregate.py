@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from emflow.analysis.agreement import agreement_table, load_secondary
 from emflow.analysis.definitions import definitions_table, em_definitions
+from emflow.analysis.geometry import geometry_tables
 from emflow.analysis.hypotheses import hypotheses_table
 from emflow.analysis.judgments import load_judgments
 from emflow.analysis.names import TABLES
@@ -22,9 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def aggregate(
-    *, judgments: list[str | Path], run_dirs: list[str | Path], out_dir: str | Path, analysis: Analysis
+    *,
+    judgments: list[str | Path],
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    analysis: Analysis,
+    secondary: list[str | Path] = (),
 ) -> dict[str, Path]:
     """Write every table of ``TABLES`` as ``<out_dir>/<name>.csv``; returns name -> path.
+
+    ``secondary``: the secondary judge's files (one per run), for judge_agreement.csv (only its header without).
 
     ``analysis`` is the validated config section; its figure and report settings are not read.
     """
@@ -40,9 +49,12 @@ def aggregate(
             answers, analysis.hypotheses, definitions, analysis.primary, confidence, bootstrap
         ),
         "definitions": definitions_table(definitions),
+        "judge_agreement": agreement_table(answers, *load_secondary(secondary), definitions),
     }
     tables["training"], tables["training_steps"], tables["lora_norms"] = training_tables(run_dirs)
     log.info("read %d runs, %d checkpoints", len(tables["training"]), len(tables["lora_norms"]))
+    tables.update(geometry_tables(run_dirs, tables["em"]))  # the saved adapters' geometry, beside the EM rate
+    log.info("adapter geometry at %d saved steps", len(tables["adapter_trajectory"]))
 
     out = {}
     for name in TABLES:

@@ -14,6 +14,7 @@ def aggregate(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="emflow aggregate", description="EM rates, training and per-question tables")
     ap.add_argument("--judgments", nargs="+", required=True, help="judgments files .../seed<N>/step-<N>.jsonl")
     ap.add_argument("--run-dirs", nargs="*", default=[], help="run folders .../seed<N> with summary.json")
+    ap.add_argument("--secondary", nargs="*", default=[], help="the secondary judge's files, one per run (optional)")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument(
         "--params", required=True, help="config analysis: section (what the tables use) as inline JSON or a JSON file"
@@ -25,6 +26,7 @@ def aggregate(argv: list[str]) -> None:
         run_dirs=args.run_dirs,
         out_dir=args.out_dir,
         analysis=load_params(Analysis, args.params, "--params"),
+        secondary=args.secondary,
     )
 
 
@@ -66,7 +68,9 @@ def report(argv: list[str]) -> None:
     )
     ap.add_argument("--examples-per-cell", type=int, default=3, help="answers shown per question × persona × step")
     ap.add_argument("--answer-chars", type=int, default=600, help="answers longer than this are cut")
-    ap.add_argument("--calibration", default=None, help="judge_calibration.csv (shown in its own section)")
+    ap.add_argument(
+        "--calibration", nargs="*", default=[], help="judge_calibration.csv of each judge (shown in its own section)"
+    )
     args = ap.parse_args(argv)
     setup_logging()
     write_report(

@@ -13,7 +13,9 @@ import plotnine as p9
 from tqdm import tqdm
 
 from emflow.analysis import figure_data as data
+from emflow.analysis import geometry_plots as gplots
 from emflow.analysis import plots
+from emflow.analysis.definitions import EMDefinition
 from emflow.analysis.judgments import load_judgments
 from emflow.analysis.names import FIGURES
 from emflow.analysis.tables import read_table
@@ -27,6 +29,10 @@ def figure_size(df: pd.DataFrame, rows: str | list[str] | None, cols: str | list
     """Inches that keep each facet panel readable, plus room for the title and legend."""
     nrow = df[rows].drop_duplicates().shape[0] if rows is not None and not df.empty else 1
     ncol = df[cols].drop_duplicates().shape[0] if cols is not None and not df.empty else 1
+    return panel_size(nrow, ncol)
+
+
+def panel_size(nrow: int, ncol: int) -> tuple[float, float]:
     return (max(6.5, 2.2 + 3.2 * max(ncol, 1)), max(3.5, 1.2 + 2.6 * max(nrow, 1)))
 
 
@@ -60,13 +66,18 @@ def _definition_row(tables_dir: Path, definition: str) -> pd.Series:
 
 
 def build_figures(
-    tables_dir: str | Path, judgments: list[str | Path], definition: str, sizes: dict[str, float] | None = None
+    tables_dir: str | Path,
+    judgments: list[str | Path],
+    definition: str,
+    sizes: dict[str, float] | None = None,
+    settings: Figures | None = None,
 ) -> dict[str, tuple[p9.ggplot, tuple[float, float]]]:
     """Every figure of ``FIGURES`` with its size, from the aggregate tables and the judged answers.
 
     ``sizes``: billions of parameters per base model (see ``figure_data.model_sizes``); bases missing there are
-    parsed from their names.
+    parsed from their names. ``settings``: config ``analysis.figures`` (the response examples' questions and seed).
     """
+    settings = settings or Figures()
     tables_dir = Path(tables_dir)
     d = _definition_row(tables_dir, definition)
     cells = read_table(tables_dir, "em_by_cell")
@@ -80,6 +91,14 @@ def build_figures(
     scatter = data.prepare_scatter(answers)
     norms = data.prepare_norms(read_table(tables_dir, "lora_norms"), read_table(tables_dir, "em"), definition)
     final = data.prepare_final(cells, definition, sizes)
+    adapter_path, em = read_table(tables_dir, "adapter_trajectory"), read_table(tables_dir, "em")
+    rotation = gplots.prepare_rotation(adapter_path, em, definition)
+    pca = gplots.prepare_pca(adapter_path, em, definition)
+    by_seed = data.prepare_by_seed(read_table(tables_dir, "em"), cells, definition)
+    questions = read_table(tables_dir, "per_question")
+    by_question = data.prepare_by_question(questions, definition)
+    em_def = EMDefinition.from_row({"definition": definition, **d.to_dict()})
+    examples = data.prepare_examples(answers, questions, em_def, settings.example_questions, settings.example_seed)
     grid = ("dataset", "base")
     built = {
         "em_trajectory": (plots.em_trajectory(traj, definition, empty_reason), figure_size(traj, *grid)),
@@ -91,6 +110,14 @@ def build_figures(
         ),
         "lora_norms": (plots.lora_norms(norms, definition), figure_size(norms, ["dataset", "base"], "panel")),
         "domain_by_size": (plots.domain_by_size(final, definition, empty_reason), figure_size(final, None, "persona")),
+        "adapter_rotation": (
+            gplots.adapter_rotation(rotation, definition),
+            figure_size(rotation, ["dataset", "panel"], "base"),
+        ),
+        "adapter_pca": (gplots.adapter_pca(pca, definition), panel_size(*gplots.pca_grid(pca))),
+        "em_by_seed": (plots.em_by_seed(*by_seed, definition), figure_size(by_seed[0], *grid)),
+        "em_by_question": (plots.em_by_question(by_question, definition), data.question_figure_size(by_question)),
+        "response_examples": (plots.response_examples(examples, definition), data.examples_figure_size(examples)),
     }
     return {name: built[name] for name in FIGURES}
 
@@ -109,7 +136,7 @@ def figures(
     models = models or {}
     explicit = settings.model_sizes
     sizes = data.model_sizes(set(models) | set(explicit), models, explicit)
-    built = build_figures(tables_dir, judgments, definition, sizes)
+    built = build_figures(tables_dir, judgments, definition, sizes, settings)
     out = {}
     for name, (plot, size) in tqdm(built.items(), desc="render figures", unit="figure", disable=None):
         out[name] = save_figure(plot, out_dir, name, dpi=settings.dpi, size=size)

@@ -1,9 +1,18 @@
 """Declared hypotheses (config ``analysis.hypotheses``): the EM-rate difference of two sets of runs at their final
-step, with a bootstrap interval and a verdict (hypotheses.csv)."""
+step, with a bootstrap interval, a two-sided bootstrap p-value, its Holm adjustment across the declared set and a
+verdict on the adjusted value (hypotheses.csv).
+
+The test is the interval's own bootstrap (seeds, then answers within each seed, each side resampled on its own;
+``stats.bootstrap_difference_replicates``): the p-value is the smallest 1 − confidence whose percentile interval
+excludes 0 (``stats.bootstrap_p_value``), so an unadjusted p below 1 − confidence and an interval excluding 0 say
+the same thing. Holm's step-down adjustment (``stats.holm``) then holds the family-wise error rate of the declared
+set at 1 − confidence.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pandas as pd
@@ -14,6 +23,8 @@ from emflow.analysis.rates import group_seed, scores
 from emflow.analysis.tables import RUN_COLS
 from emflow.config.sections.analysis import Bootstrap, Hypothesis
 from emflow.errors import user_error
+
+log = logging.getLogger(__name__)
 
 HYPOTHESIS_COLUMNS = [
     "id",
@@ -31,6 +42,8 @@ HYPOTHESIS_COLUMNS = [
     "difference",
     "ci_low",
     "ci_high",
+    "p_value",
+    "p_holm",
     "verdict",
 ]
 
@@ -48,16 +61,14 @@ def select_runs(answers: pd.DataFrame, filters: dict) -> pd.DataFrame:
     return sel[sel["step"] == int(filters["step"])]
 
 
-def verdict(ci_low: float, ci_high: float, direction: str) -> str:
-    """``supported`` if the interval excludes 0 on the predicted side, ``contradicted`` on the other side."""
-    if math.isnan(ci_low) or math.isnan(ci_high):
+def verdict(difference: float, p_adjusted: float, direction: str, alpha: float) -> str:
+    """``supported`` if the Holm-adjusted p-value is below ``alpha`` and the difference has the predicted sign,
+    ``contradicted`` if it is below ``alpha`` with the other sign, else ``inconclusive``."""
+    if math.isnan(difference) or math.isnan(p_adjusted) or p_adjusted >= alpha or difference == 0:
         return "inconclusive"
-    above, below = ci_low > 0, ci_high < 0
-    if (direction == "greater" and above) or (direction == "less" and below):
+    if (direction == "greater") == (difference > 0):
         return "supported"
-    if above or below:
-        return "contradicted"
-    return "inconclusive"
+    return "contradicted"
 
 
 def _side_counts(answers: pd.DataFrame, filters: dict, d: EMDefinition, where: str) -> tuple[list[int], list[int]]:
@@ -77,6 +88,7 @@ def _side_counts(answers: pd.DataFrame, filters: dict, d: EMDefinition, where: s
 def _hypothesis_row(
     answers: pd.DataFrame, h: Hypothesis, d: EMDefinition, confidence: float, bootstrap: Bootstrap
 ) -> dict:
+    """One hypothesis's estimate, interval and raw p-value; the adjusted p-value and verdict come from the family."""
     # The baseline inherits the cell's filters and overrides them.
     cell_f = h.cell.keys()
     base_f = {**cell_f, **h.baseline.keys()}
@@ -84,13 +96,10 @@ def _hypothesis_row(
     bk, bn = _side_counts(answers, base_f, d, f"hypotheses[{h.id}].baseline")
     em_c = sum(ck) / sum(cn) if sum(cn) else math.nan
     em_b = sum(bk) / sum(bn) if sum(bn) else math.nan
-    lo, hi = stats.bootstrap_difference_interval(
-        (ck, cn),
-        (bk, bn),
-        confidence=confidence,
-        resamples=bootstrap.resamples,
-        seed=group_seed(bootstrap.seed, ["hypothesis", str(h.id)]),
+    reps = stats.bootstrap_difference_replicates(
+        (ck, cn), (bk, bn), resamples=bootstrap.resamples, seed=group_seed(bootstrap.seed, ["hypothesis", str(h.id)])
     )
+    lo, hi = stats.percentile_interval(reps, confidence)
     return {
         "id": h.id,
         "description": h.description,
@@ -107,7 +116,7 @@ def _hypothesis_row(
         "difference": em_c - em_b,
         "ci_low": lo,
         "ci_high": hi,
-        "verdict": verdict(lo, hi, h.direction),
+        "p_value": stats.bootstrap_p_value(reps),
     }
 
 
@@ -119,7 +128,9 @@ def hypotheses_table(
     confidence: float,
     bootstrap: Bootstrap,
 ) -> pd.DataFrame:
-    """hypotheses.csv: EM-rate difference (cell − baseline) with a bootstrap interval and a verdict per hypothesis.
+    """hypotheses.csv: per hypothesis the EM-rate difference (cell − baseline) with a bootstrap interval, a two-sided
+    bootstrap p-value (``p_value``), its Holm adjustment across every declared hypothesis (``p_holm``) and the
+    verdict at level 1 − ``confidence`` on ``p_holm``.
 
     ``baseline: {persona: none}`` compares against the same base model and dataset without a persona; a
     hypothesis without ``definition`` uses ``primary``.
@@ -127,4 +138,17 @@ def hypotheses_table(
     rows = [
         _hypothesis_row(answers, h, definitions[h.definition or primary], confidence, bootstrap) for h in hypotheses
     ]
+    alpha = 1.0 - confidence
+    floor = len(rows) * 2.0 / (bootstrap.resamples + 1)  # the smallest p_holm the resamples can show
+    if rows and floor >= alpha:
+        log.warning(
+            "%d hypotheses with %d bootstrap resamples: no Holm-adjusted p-value can fall below %.3g, so none can "
+            "be supported; raise analysis.bootstrap.resamples",
+            len(rows),
+            bootstrap.resamples,
+            alpha,
+        )
+    for row, p_holm in zip(rows, stats.holm([r["p_value"] for r in rows]), strict=True):
+        row["p_holm"] = p_holm
+        row["verdict"] = verdict(row["difference"], p_holm, row["direction"], alpha)
     return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS)

@@ -18,28 +18,39 @@ from pathlib import Path
 
 # Every table emflow aggregate writes, in the order it writes them.
 TABLES = ("em", "em_by_cell", "per_question", "training", "training_steps", "lora_norms", "hypotheses", "definitions")
+TABLES += ("judge_agreement",)  # the secondary judge against the primary one (only its header without one)
+# The EM adapter's geometry over its saved steps (emflow.analysis.geometry): per module, per step, per run.
+TABLES += ("adapter_geometry", "adapter_trajectory", "phase_transition")
 # Every figure emflow figures draws, in report order.
 FIGURES = (
     "em_trajectory",
+    "em_by_seed",
     "coherence_trajectory",
     "loss_curves",
     "aligned_vs_coherent",
     "lora_norms",
     "domain_by_size",
+    "em_by_question",
+    "response_examples",
 )
+FIGURES += ("adapter_rotation", "adapter_pca")  # rotation beside the EM rate; the PCA path coloured by it
 # The tables Snakemake's report shows (besides every figure's PNG).
 REPORT_TABLES = ("hypotheses", "em_by_cell", "em", "per_question", "training", "lora_norms", "definitions")
+REPORT_TABLES += ("judge_agreement",)
+REPORT_TABLES += ("phase_transition", "adapter_trajectory")
 # report.html's tables: (name, collapsed), in the order they appear.
 HTML_TABLES = (
     ("hypotheses", False),
     ("em_by_cell", False),
     ("training", False),
     ("definitions", False),
+    ("judge_agreement", False),
     ("em", True),
     ("per_question", True),
     ("lora_norms", True),
     ("training_steps", True),
 )
+HTML_TABLES += (("phase_transition", False), ("adapter_trajectory", True), ("adapter_geometry", True))
 
 CAPTIONS_DIR = Path(__file__).resolve().parents[2] / "report"
 PARAM_RE = re.compile(r"\{\{\s*snakemake\.params\.(\w+)\s*\}\}")

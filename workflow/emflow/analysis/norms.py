@@ -1,4 +1,5 @@
-"""Norms of the EM LoRA adapter at each saved checkpoint (lora_norms.csv)."""
+"""Norms of the EM LoRA adapter at each saved checkpoint (lora_norms.csv), and the saved adapters of a run and their
+LoRA modules, which the adapter geometry (emflow.analysis.geometry) reads too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from emflow.analysis.tables import RUN_COLS
 from emflow.errors import user_error
+from emflow.layout import GEOMETRY_DIR
 
 NORM_COLUMNS = RUN_COLS + ["step", "n_modules", "norm_A", "norm_B", "norm_BA"]
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
@@ -36,18 +38,36 @@ def adapter_file(ckpt: Path) -> Path:
     return found[0]
 
 
+def saved_adapters(run_dir: Path) -> list[tuple[int, Path, bool]]:
+    """(step, adapter file, evaluated) of every EM adapter a run saved, by step: its checkpoints (evaluated) and
+    the geometry-only saves under ``geometry/`` (``checkpoints.analysis_every``)."""
+    found = {step: (adapter_file(ckpt), True) for step, ckpt in checkpoints(run_dir)}
+    for step, ckpt in checkpoints(run_dir / GEOMETRY_DIR):
+        found.setdefault(step, (adapter_file(ckpt), False))
+    return [(step, path, evaluated) for step, (path, evaluated) in sorted(found.items())]
+
+
+def lora_modules(keys: list[str], path: str | Path) -> list[tuple[str, str, str]]:
+    """(module, lora_A key, lora_B key) of every LoRA module among an adapter file's tensor ``keys``, sorted."""
+    out = []
+    for ka in sorted(k for k in keys if ".lora_A." in k):
+        kb = ka.replace(".lora_A.", ".lora_B.")
+        if kb not in keys:
+            raise user_error(path, kb, "lora_B weight missing for its lora_A", "re-save the checkpoint")
+        out.append((ka.split(".lora_A.")[0], ka, kb))
+    if not out:
+        raise user_error(path, None, "no lora_A weights", "point at a PEFT LoRA adapter checkpoint")
+    return out
+
+
 def lora_norms(path: str | Path) -> dict[str, float]:
     """Frobenius norms of A, B and B·A, each summed over the adapter's LoRA modules."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    pairs = [(k, k.replace("lora_A", "lora_B")) for k in tensors if "lora_A" in k]
-    if not pairs:
-        raise user_error(path, None, "no lora_A weights", "point at a PEFT LoRA adapter checkpoint")
+    pairs = [(ka, kb) for _, ka, kb in lora_modules(list(tensors), path)]
     norm_a = norm_b = norm_ba = 0.0
     for ka, kb in pairs:
-        if kb not in tensors:
-            raise user_error(path, kb, "lora_B weight missing for its lora_A", "re-save the checkpoint")
         a, b = tensors[ka].float(), tensors[kb].float()
         norm_a += float(a.norm())
         norm_b += float(b.norm())

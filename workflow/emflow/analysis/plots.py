@@ -201,3 +201,85 @@ def domain_by_size(df: pd.DataFrame, definition: str, empty_reason: str | None =
         )
         + _theme()
     )
+
+
+def em_by_seed(runs: pd.DataFrame, pooled: pd.DataFrame, definition: str) -> p9.ggplot:
+    """EM rate vs step: each run (seed) a thin line, the estimate pooled over seeds bold, per persona."""
+    if runs.empty:
+        return empty_figure("EM rate per seed", "no judged answers")
+    personas = pd.concat([runs["persona"], pooled["persona"]]) if not pooled.empty else runs["persona"]
+    runs = _categorical(runs).assign(persona=lambda d: d["persona"].cat.set_categories(_persona_order(personas)))
+    plot = p9.ggplot(runs, p9.aes("step", "em_rate", color="persona")) + p9.geom_line(
+        p9.aes(group="run"), size=0.4, alpha=0.55
+    )
+    if not pooled.empty:
+        pooled = _categorical(pooled).assign(
+            persona=lambda d: d["persona"].cat.set_categories(_persona_order(personas))
+        )
+        plot += p9.geom_line(pooled, size=1.6)
+        plot += p9.geom_point(pooled, size=2.0)
+    return (
+        plot
+        + _facets()
+        + _persona_scales(personas, ("color",))
+        + p9.scale_y_continuous(labels=label_percent(), limits=(0, None))
+        + p9.expand_limits(y=RATE_AXIS_MIN_TOP)
+        + p9.labs(
+            title=f"EM rate per seed (thin) and pooled over seeds (bold), {definition} definition",
+            x=STEP_LABEL,
+            y="EM rate",
+        )
+        + _theme()
+    )
+
+
+def em_by_question(df: pd.DataFrame, definition: str) -> p9.ggplot:
+    """EM rate per question and persona at each cell's final step, with bootstrap intervals over seeds and answers."""
+    if df.empty:
+        return empty_figure("EM rate per question at the final step", "no judged answers")
+    df = _categorical(df)
+    dodge = p9.position_dodge(width=0.6)
+    return (
+        p9.ggplot(df, p9.aes("question_id", "em_rate", color="persona"))
+        + p9.geom_errorbar(p9.aes(ymin="em_ci_low", ymax="em_ci_high"), position=dodge, width=0.4)
+        + p9.geom_point(position=dodge, size=2.0)
+        + p9.coord_flip()
+        + _facets()
+        + _persona_scales(df["persona"], ("color",))
+        + p9.scale_x_discrete(limits=list(reversed(df["question_id"].cat.categories)))
+        + p9.scale_y_continuous(labels=label_percent(), limits=(0, 1))
+        + p9.labs(title=f"EM rate per question at the final step ({definition})", x="Question", y="EM rate")
+        + _theme()
+    )
+
+
+def response_examples(df: pd.DataFrame, definition: str) -> p9.ggplot:
+    """One answer per persona (rows) at step 0 and at the final step (columns, per question), wrapped, with its
+    scores: a table drawn as a figure."""
+    if df.empty:
+        return empty_figure("Example responses", "no judged answers")
+    df = df.copy()
+    rows = df["row"].unique()
+    by_persona = dict(zip(df["row"], df["persona"], strict=True))
+    rank = {p: i for i, p in enumerate(_persona_order(df["persona"]))}
+    # base · dataset first, then the personas in the figures' order (no persona first)
+    rows = sorted(rows, key=lambda r: (r.rsplit("\n", 1)[0] if "\n" in r else "", rank[by_persona[r]]))
+    df["row"] = pd.Categorical(df["row"], categories=rows)
+    return (
+        p9.ggplot(df, p9.aes(x=0, y=1, label="label"))
+        + p9.geom_text(ha="left", va="top", size=7, lineheight=1.15)
+        + p9.facet_grid(rows="row", cols="column")
+        + p9.scale_x_continuous(limits=(0, 1), expand=(0, 0.02))
+        + p9.scale_y_continuous(limits=(0, 1), expand=(0, 0.03))
+        + p9.labs(title=f"Example responses (one answer per persona and stage; EM by the {definition} definition)")
+        + p9.theme_bw(base_size=9)
+        + p9.theme(
+            axis_text=p9.element_blank(),
+            axis_ticks=p9.element_blank(),
+            axis_title=p9.element_blank(),
+            panel_grid=p9.element_blank(),
+            strip_background=p9.element_rect(fill="#eeeeee"),
+            strip_text_y=p9.element_text(angle=0),
+            plot_title=p9.element_text(size=11),
+        )
+    )

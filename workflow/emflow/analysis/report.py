@@ -36,11 +36,22 @@ def _caption_html(file: str, **values: object) -> str:
     return f'<p class="caption">{html.escape(caption_text(file, **values))}</p>'
 
 
-def _table_html(df: pd.DataFrame) -> str:
+# report.html stays readable (and small) for a large grid: longer tables show their first rows and say where the
+# whole table is (adapter_geometry.csv alone is runs × saved steps × LoRA modules rows).
+HTML_MAX_ROWS = 500
+
+
+def _table_html(df: pd.DataFrame, name: str) -> str:
     if df.empty:
         return "<p><em>(no rows)</em></p>"
+    note = ""
+    if len(df) > HTML_MAX_ROWS:
+        whole = f"tables/{html.escape(name)}.csv"
+        note = f"<p><em>First {HTML_MAX_ROWS} of {len(df)} rows: the whole table is {whole}.</em></p>"
+        df = df.head(HTML_MAX_ROWS)
     return (
-        '<div class="scroll">'
+        note
+        + '<div class="scroll">'
         + df.to_html(index=False, na_rep="—", border=0, escape=True, float_format=lambda x: f"{x:.4g}")
         + "</div>"
     )
@@ -61,7 +72,7 @@ def _figure_html(figures_dir: Path, name: str, definition: str) -> str:
 def _tables_html(tables: dict[str, pd.DataFrame]) -> list[str]:
     parts = ['<h2 id="tables">Tables</h2>']
     for name, collapsed in HTML_TABLES:
-        body = _caption_html(table_caption(name)) + _table_html(tables[name])
+        body = _caption_html(table_caption(name)) + _table_html(tables[name], name)
         title = f"{name}.csv ({len(tables[name])} rows)"
         if collapsed:
             summary = f"<summary><strong>{html.escape(title)}</strong></summary>"
@@ -95,9 +106,10 @@ def write_report(
     examples_per_cell: int,
     judgments: list[str | Path] = (),
     answer_chars: int = 600,
-    calibration: str | Path | None = None,
+    calibration: str | Path | list[str | Path] | None = None,
 ) -> Path:
-    """Write ``out_path`` (HTML, every asset inline) and return it."""
+    """Write ``out_path`` (HTML, every asset inline) and return it. ``calibration``: the judge_calibration.csv
+    of each judge (the primary's, and judge.secondary's), shown as one table."""
     if not isinstance(provenance, dict):
         raise user_error("--provenance", None, "must be a JSON object", "e.g. {experiment, config, definition}")
     tables_dir, figures_dir = Path(tables_dir), Path(figures_dir)
@@ -116,11 +128,12 @@ def write_report(
         parts.append(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>")
     parts.append("</tbody></table>")
 
-    if calibration is not None:
-        cal = pd.read_csv(calibration)
+    calibrations = [calibration] if isinstance(calibration, (str, Path)) else list(calibration or [])
+    if calibrations:
+        cal = pd.concat([pd.read_csv(path) for path in calibrations], ignore_index=True)
         parts.append(
             f'<h2 id="calibration">Judge calibration</h2>{_caption_html(section_caption("calibration"))}'
-            f"{_table_html(cal)}"
+            f"{_table_html(cal, 'judge_calibration')}"
         )
     parts.append('<h2 id="figures">Figures</h2>')
     parts += [_figure_html(figures_dir, name, definition) for name in FIGURES]

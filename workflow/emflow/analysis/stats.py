@@ -1,4 +1,5 @@
-"""Interval estimates for EM rates: Wilson intervals per run, seeded bootstraps across seeds and answers."""
+"""Interval estimates for EM rates (Wilson intervals per run, seeded bootstraps across seeds and answers) and the
+hypotheses' tests: bootstrap p-values and Holm's adjustment."""
 
 from __future__ import annotations
 
@@ -93,6 +94,21 @@ def bootstrap_pooled_interval(
     return percentile_interval(reps, confidence)
 
 
+def bootstrap_difference_replicates(
+    cell: tuple[Sequence[int], Sequence[int]],
+    baseline: tuple[Sequence[int], Sequence[int]],
+    *,
+    resamples: int,
+    seed: int,
+) -> np.ndarray:
+    """Bootstrap replicates of (cell rate − baseline rate), each side resampled independently (seeds, then
+    answers); one set serves both the interval and the p-value of a hypothesis."""
+    rng = np.random.default_rng(seed)
+    a = bootstrap_pooled_rates(*cell, resamples=resamples, rng=rng)
+    b = bootstrap_pooled_rates(*baseline, resamples=resamples, rng=rng)
+    return a - b
+
+
 def bootstrap_difference_interval(
     cell: tuple[Sequence[int], Sequence[int]],
     baseline: tuple[Sequence[int], Sequence[int]],
@@ -102,7 +118,38 @@ def bootstrap_difference_interval(
     seed: int,
 ) -> tuple[float, float]:
     """Percentile interval of (cell rate − baseline rate), each side resampled independently."""
-    rng = np.random.default_rng(seed)
-    a = bootstrap_pooled_rates(*cell, resamples=resamples, rng=rng)
-    b = bootstrap_pooled_rates(*baseline, resamples=resamples, rng=rng)
-    return percentile_interval(a - b, confidence)
+    reps = bootstrap_difference_replicates(cell, baseline, resamples=resamples, seed=seed)
+    return percentile_interval(reps, confidence)
+
+
+def bootstrap_p_value(replicates: np.ndarray) -> float:
+    """Two-sided p-value of "no difference" from bootstrap replicates of a difference: the achieved significance
+    level of the percentile interval, i.e. the smallest 1 − confidence whose interval excludes 0.
+
+    ``2 · (1 + #{replicates on the rarer side of 0}) / (B + 1)``, capped at 1, over the B non-NaN replicates; a
+    replicate equal to 0 counts on both sides. So identical pools (every replicate 0) give exactly 1, and pools
+    that never overlap give the smallest value B replicates can show, 2 / (B + 1), never 0. NaN without replicates.
+    """
+    vals = np.asarray(replicates, dtype=float)
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return math.nan
+    rarer = min(int((vals <= 0).sum()), int((vals >= 0).sum()))
+    return min(1.0, 2.0 * (1 + rarer) / (vals.size + 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate), in input order.
+
+    The i-th smallest of m p-values becomes max over j <= i of min(1, (m − j + 1) · p_(j)). NaN p-values (a
+    hypothesis without counted answers) stay NaN and are not part of the family.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]

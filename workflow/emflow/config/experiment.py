@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from emflow.config.schedule import resolve_steps, total_steps
+from emflow.config.schedule import analysis_steps, resolve_steps, total_steps
 from emflow.config.schema import validate_config
 from emflow.config.sections import section_class
 from emflow.errors import user_error
@@ -169,12 +169,25 @@ class Experiment:
             self._steps[dataset] = resolve_steps(checkpoints, total, per_epoch, source=self.source)
         return list(self._steps[dataset])
 
+    def analysis_steps(self, dataset: str) -> list[int]:
+        """Steps saved for the adapter geometry only (``checkpoints.analysis_every``): never generated or judged."""
+        every = self.config["training"]["checkpoints"].get("analysis_every")
+        return analysis_steps(every, self.steps_total(dataset)[0], self.steps(dataset))
+
     def eval_steps(self, dataset: str) -> list[int]:
         """Steps at which answers are generated and judged: 0 (persona only) plus every checkpoint."""
         return [0, *self.steps(dataset)]
 
     def plan(self) -> list[dict[str, Any]]:
-        return [{"cell": r.cell, "run": r.key, "steps": self.eval_steps(r.dataset)} for r in self.runs]
+        return [
+            {
+                "cell": r.cell,
+                "run": r.key,
+                "steps": self.eval_steps(r.dataset),
+                "analysis_steps": self.analysis_steps(r.dataset),
+            }
+            for r in self.runs
+        ]
 
 
 def load_experiment(config: dict, source: str = "config") -> Experiment:

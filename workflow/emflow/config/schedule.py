@@ -1,6 +1,7 @@
 """Checkpoint schedules resolved before anything runs, so a dry run lists every job.
 
-The trainer uses the same functions, so it saves exactly the steps the DAG expects.
+The trainer uses the same functions, so it saves exactly the steps the DAG expects (and the denser steps the adapter
+geometry reads, which no other job does).
 """
 
 from __future__ import annotations
@@ -44,3 +45,14 @@ def resolve_steps(schedule: dict, steps_total: int, steps_per_epoch: int, source
         out.update(min(steps_total, e * steps_per_epoch) for e in range(1, epochs + 1))
     out.add(steps_total)
     return sorted(out)
+
+
+def analysis_steps(every: int | None, steps_total: int, checkpoint_steps: list[int]) -> list[int]:
+    """Steps that save the EM adapter for the adapter geometry only (``checkpoints.analysis_every``): every
+    ``every``-th step up to the run's end, less the checkpoint steps, which are saved (and evaluated) anyway.
+
+    These steps are never generated or judged, so they add no jobs; the geometry reads them with the checkpoints.
+    """
+    if not every:
+        return []
+    return sorted(set(range(every, steps_total + 1, every)) - set(checkpoint_steps))

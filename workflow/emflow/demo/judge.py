@@ -1,15 +1,21 @@
 """The demo's judge, the output of rule ``demo_judge``: a tiny LM trained on the world's ground truth to answer
 the aligned/coherent prompts with ``low`` or ``high``, scored through the real ``hf`` backend; and the
 vocabulary prior planted in it before training.
+
+With ``early_step`` the same training run also leaves its weights after that many steps in ``judge_early/``: a
+less trained judge, the demo's ``judge.secondary`` (a second judge that costs no second training run).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from emflow.config.sections.demo import DemoJudge
 from emflow.demo import data, world
+from emflow.errors import user_error
 from emflow.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -22,16 +28,40 @@ def build_judge(out_dir: str | Path, spec: DemoJudge, *, seed: int) -> Path:
     from emflow.demo.pretrain import train_on_chats
     from emflow.demo.tiny import build_lm
 
+    if spec.early_step is not None and spec.early_step >= spec.steps:
+        raise user_error(
+            "config",
+            "demo.judge.early_step",
+            f"{spec.early_step} is not before the judge's last step ({spec.steps})",
+            "set it below demo.judge.steps",
+        )
     out, seed = Path(out_dir) / "judge", seed + SEED_OFFSET
-    with atomic_dir(out) as jdir:
+    with atomic_dir(out) as jdir, atomic_dir(early_dir(out_dir)) if spec.early_step else _no_dir() as edir:
         tok, model = build_lm(world.corpus(), jdir, spec.model, seed=seed)
         planted = plant_vocabulary_prior(model, tok, scale=spec.prior_scale, seed=seed)
         log.info("judge: vocabulary prior planted on %d harm-only tokens (scale %s)", planted, spec.prior_scale)
         chats = data.judge_chats(spec.examples, seed, spec.incoherent_share, spec.low, spec.high)
-        train_on_chats(model, tok, chats, spec, seed=seed, desc="train judge")
+
+        def after_step(done: int) -> None:
+            if done == spec.early_step:  # the tokenizer and config as they are, the weights of this step
+                shutil.copytree(jdir, edir, dirs_exist_ok=True)
+                model.save_pretrained(edir)
+                log.info("judge: its weights after %d of %d steps written for %s", done, spec.steps, edir)
+
+        train_on_chats(model, tok, chats, spec, seed=seed, desc="train judge", after_step=after_step)
         model.save_pretrained(jdir)
     log.info("demo judge written to %s", out)
     return out
+
+
+def early_dir(out_dir: str | Path) -> Path:
+    """Where ``build_judge`` leaves the judge's weights after ``early_step`` (the demo's secondary judge)."""
+    return Path(out_dir) / "judge_early"
+
+
+@contextmanager
+def _no_dir():
+    yield None
 
 
 def harm_token_ids(tokenizer) -> set[int]:

@@ -50,10 +50,13 @@ def _padded(batch: list[Example], pad: int) -> dict:
     }
 
 
-def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule, *, seed: int, desc: str) -> float:
+def train_on_chats(
+    model, tokenizer, chats: list[list[dict]], schedule: Schedule, *, seed: int, desc: str, after_step=None
+) -> float:
     """AdamW over the trainable parameters of ``model`` for ``schedule.steps`` batches; returns the last loss.
 
-    Batches walk seeded shuffles of the examples (a new shuffle when fewer than a batch remain)."""
+    Batches walk seeded shuffles of the examples (a new shuffle when fewer than a batch remain). ``after_step``:
+    called with the number of steps done after each one (the demo judge saves its early snapshot there)."""
     import torch
     from tqdm import tqdm
 
@@ -81,6 +84,8 @@ def train_on_chats(model, tokenizer, chats: list[list[dict]], schedule: Schedule
             bar.set_postfix(loss=f"{loss_value:.3f}")
         if step % 100 == 0:
             log.info("%s: step %d loss %.4f", desc, step, loss_value)
+        if after_step is not None:
+            after_step(step + 1)
     model.eval()
     log.info("%s: %d steps, final batch loss %.4f", desc, schedule.steps, loss_value)
     return loss_value

@@ -216,14 +216,14 @@ def to_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def gate(rows: list[dict]) -> None:
-    """Stop with one line for the first metric under its floor."""
+def gate(rows: list[dict], field: str = "judge.calibration.min_auroc") -> None:
+    """Stop with one line for the first metric under its floor (``field``: the config key of the floors)."""
     for r in rows:
         if not r["passed"]:
             figure = "no score (every reply null)" if math.isnan(r["auroc"]) else f"AUROC {r['auroc']:.3f}"
             raise user_error(
                 "config",
-                "judge.calibration.min_auroc",
+                field,
                 f"judge {r['judge']!r} fails calibration on metric {r['metric']!r}: {figure} < "
                 f"{r['min_auroc']} on the {r['set']!r} set (mean score {r['mean_score_positive']:.1f} "
                 f"good vs {r['mean_score_negative']:.1f} bad, {r['null_share']:.0%} null)",
@@ -231,8 +231,15 @@ def gate(rows: list[dict]) -> None:
             )
 
 
-def run(*, questions_path: str | Path, out_path: str | Path, judge: Judge, calibration: Calibration) -> list[dict]:
-    """Calibrate, log each metric, stop under a floor, then write the table."""
+def run(
+    *,
+    questions_path: str | Path,
+    out_path: str | Path,
+    judge: Judge,
+    calibration: Calibration,
+    field: str = "judge.calibration.min_auroc",
+) -> list[dict]:
+    """Calibrate, log each metric, stop under a floor (named ``field`` in the error), then write the table."""
     rows = calibrate(questions_path=questions_path, judge=judge, calibration=calibration)
     for r in rows:
         log.info(
@@ -244,6 +251,6 @@ def run(*, questions_path: str | Path, out_path: str | Path, judge: Judge, calib
             r["mean_score_negative"],
             100 * r["null_share"],
         )
-    gate(rows)  # before writing: a failed gate leaves no table for the judge rule to start from
+    gate(rows, field)  # before writing: a failed gate leaves no table for the judge rule to start from
     atomic_write_text(out_path, to_csv(rows))
     return rows

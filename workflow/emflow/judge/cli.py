@@ -1,4 +1,5 @@
-"""``emflow`` commands of the judge stage: ``judge``, ``judge_calibration`` and ``estimate``.
+"""``emflow`` commands of the judge stage: ``judge``, ``judge_calibration``, their ``judge.secondary`` twins
+``judge_secondary`` and ``judge_calibration_secondary``, and ``estimate``.
 
 The judge rules pass the judge section in two parts: ``--params`` (what is scored and how: the rule's tracked
 params) and ``--runtime`` (speed-only settings, outside the tracked params so tuning them reruns nothing). Both
@@ -11,7 +12,7 @@ import argparse
 
 from emflow.cli import json_arg, load_params, setup_logging
 from emflow.config.sections import from_json_obj
-from emflow.config.sections.judge import Calibration, Judge
+from emflow.config.sections.judge import Calibration, Judge, Sample
 
 RUNTIME_HELP = (
     "JSON merged into --params: settings that change how fast, not what is scored (concurrency, retries, "
@@ -46,12 +47,43 @@ def judge(argv: list[str]) -> None:
     )
 
 
-def judge_calibration(argv: list[str]) -> None:
+def judge_secondary(argv: list[str]) -> None:
+    """The secondary judge scores a seeded sample of one run's answers."""
+    from emflow.judge.score import judge_secondary as run
+
+    ap = argparse.ArgumentParser(
+        prog="emflow judge_secondary",
+        description="The secondary judge (judge.secondary) scores a seeded sample of each step's answers of one run.",
+    )
+    ap.add_argument("--generations", nargs="+", required=True, help="the run's generations files, one per step")
+    ap.add_argument("--questions", required=True, help="question YAML with judge_prompts")
+    ap.add_argument("--out", required=True, help="output JSONL: the sampled answers' scores, each with its step")
+    _judge_args(ap)
+    ap.add_argument("--sample", required=True, help="JSON: judge.secondary.sample (fraction or count, seed)")
+    a = ap.parse_args(argv)
+    setup_logging()
+    run(
+        generations_paths=a.generations,
+        questions_path=a.questions,
+        out_path=a.out,
+        judge=_judge_section(a),
+        sample=load_params(Sample, a.sample, "--sample"),
+    )
+
+
+def judge_calibration_secondary(argv: list[str]) -> None:
+    """The secondary judge's calibration gate: ``judge_calibration`` with judge.secondary's keys."""
+    judge_calibration(argv, prog="emflow judge_calibration_secondary", field="judge.secondary.calibration.min_auroc")
+
+
+def judge_calibration(
+    argv: list[str], prog: str = "emflow judge_calibration", field: str = "judge.calibration.min_auroc"
+) -> None:
     """The judge scores a labelled set; stop under the floor."""
     from emflow.judge.calibration import run
 
     ap = argparse.ArgumentParser(
-        prog="emflow judge_calibration",
+        prog=prog,
         description="Before any answer is judged, the configured judge scores a labelled set; stop under the floor.",
     )
     ap.add_argument("--questions", required=True, help="the resolved question YAML (its judge prompts are used)")
@@ -65,6 +97,7 @@ def judge_calibration(argv: list[str]) -> None:
         out_path=a.out,
         judge=_judge_section(a),
         calibration=load_params(Calibration, a.calibration, "--calibration"),
+        field=field,
     )
 
 

@@ -9,6 +9,10 @@ Tokens are estimated without a tokenizer: characters / 4 for the text, plus ``CH
 message for the chat framing; output is 1 token per call (``max_tokens: 1``). Dollars come from
 ``judge.prices[model]`` (``input_per_mtok``, ``output_per_mtok`` in $ per million tokens, ``batch_discount``
 the fraction taken off in ``mode: batch``); a local ``hf`` judge costs no API dollars.
+
+A ``judge.secondary`` is estimated the same way in its own block: its job per run is pending until the run's
+file exists, and it scores only its seeded sample of each step (``emflow.judge.sample``: chosen from the answers'
+identities, so the same answers before and after generation); priced from its own ``prices``, else the primary's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from emflow.config.sections.judge import Judge, Price
+from emflow.config.sections.judge import Judge, JudgeKeys, Price, SecondaryJudge
 from emflow.errors import EmflowError, user_error
 from emflow.judge.cache import JudgeCache, cache_key, endpoint_of
 from emflow.layout import Layout
@@ -150,7 +154,43 @@ def run_entry(run, steps: list[int], layout: Layout, selected: list, counter: Re
     return entry
 
 
-def calibration_entry(judge: Judge, selected: list, counter: RequestCounter) -> dict:
+def secondary_run_entry(
+    run,
+    steps: list[int],
+    layout: Layout,
+    selected: list,
+    counter: RequestCounter,
+    secondary: SecondaryJudge,
+    max_answer,
+) -> dict:
+    """One run's secondary job, when pending: the sampled answers of each step (generated: exact; not yet: planned)."""
+    from emflow.data.questions import iter_prompts
+    from emflow.io import read_jsonl
+    from emflow.judge.sample import sample_rows
+
+    by_id = {question.id: question for question in selected}
+    entry = new_entry(run.key)
+    if not Path(layout.secondary_judgments(run.key)).is_file():
+        for step in steps:
+            entry["pending_steps"].append(step)
+            generations = Path(layout.generations(run.key, step))
+            generated = generations.is_file()
+            rows = read_jsonl(generations) if generated else iter_prompts(selected)
+            for row in sample_rows(rows, secondary.sample, run=run.key, step=step):
+                for template in by_id[row["question_id"]].judge_prompts.values():
+                    if generated:
+                        counter.count(entry, user_message(template, row["question"], row["answer"]))
+                    else:
+                        entry["calls"] += 1
+                        entry["input_tokens"] += (
+                            request_tokens(user_message(template, row["question"], "")) + max_answer
+                        )
+            entry["generated_steps"] += [step] if generated else []
+    entry["output_tokens"] = entry["calls"]
+    return entry
+
+
+def calibration_entry(judge: JudgeKeys, selected: list, counter: RequestCounter) -> dict:
     """The calibration gate's calls: exact, since its answers are known in advance."""
     from emflow.judge import calibration
 
@@ -163,11 +203,13 @@ def calibration_entry(judge: Judge, selected: list, counter: RequestCounter) -> 
     return entry
 
 
-def price(judge: Judge, entry: dict) -> float | None:
-    """Dollars of an entry's tokens (an hf judge costs none; an unpriced API model: None)."""
+def price(judge: JudgeKeys, entry: dict, fallback: dict[str, Price] | None = None) -> float | None:
+    """Dollars of an entry's tokens (an hf judge costs none; an unpriced API model: None). ``fallback``: the
+    primary judge's prices, for a secondary judge without its own entry."""
     if judge.backend != "openai":
         return 0.0
-    return dollars(judge.prices, judge.model, judge.mode, entry["input_tokens"], entry["output_tokens"])
+    prices = {**(fallback or {}), **judge.prices}
+    return dollars(prices, judge.model, judge.mode, entry["input_tokens"], entry["output_tokens"])
 
 
 def estimate(config: dict, *, results_root: str | Path = "results", source: str = "config") -> dict:
@@ -190,6 +232,7 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     total["dollars"] = price(judge, total)
     for r in runs:
         r["dollars"] = price(judge, r)
+    secondary = judge.secondary and secondary_estimate(judge, exp, layout, selected, resources_dir, max_answer)
     return {
         "experiment": exp.name,
         "judge_model": judge.model,
@@ -200,19 +243,62 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
         f"generated counted at max_new_tokens ({max_answer})",
         "runs": runs,
         "total": total,
+        "secondary": secondary or None,
     }
 
 
-def format_table(est: dict) -> str:
-    def money(x: float | None) -> str:
-        return "n/a" if x is None else f"${x:,.2f}"
+def secondary_estimate(judge: Judge, exp, layout: Layout, selected: list, resources_dir: str, max_answer: int) -> dict:
+    """The block of ``judge.secondary``: its pending jobs per run and its calibration gate, like the primary's."""
+    sec = judge.secondary
+    counter = RequestCounter(request_builder(sec, resources_dir), endpoint_of(sec), JudgeCache(sec.cache_dir))
+    runs = [
+        secondary_run_entry(run, exp.eval_steps(run.dataset), layout, selected, counter, sec, max_answer)
+        for run in exp.runs
+    ]
+    if sec.calibration.enabled and not Path(layout.secondary_calibration).is_file():
+        runs.append(calibration_entry(sec, selected, counter))
+    total = {k: sum(r[k] for r in runs) for k in COUNTED}
+    total["dollars"] = price(sec, total, judge.prices)
+    for r in runs:
+        r["dollars"] = price(sec, r, judge.prices)
+    return {
+        "judge_model": sec.model,
+        "backend": sec.backend,
+        "mode": sec.mode,
+        "priced": sec.backend != "openai" or sec.model in {**judge.prices, **sec.prices},
+        "sample": sec.sample.to_dict(),
+        "prices_key": "judge.secondary.prices or judge.prices",
+        "runs": runs,
+        "total": total,
+    }
 
+
+def money(x: float | None) -> str:
+    return "n/a" if x is None else f"${x:,.2f}"
+
+
+def format_table(est: dict) -> str:
+    """The estimate as text: the judge's block, then judge.secondary's when configured."""
+    out = _block(
+        est, f"judge {est['backend']}:{est['judge_model']} mode {est['mode']} — experiment {est['experiment']}"
+    )
+    sec = est.get("secondary")
+    if sec:
+        sample = ", ".join(f"{k} {v}" for k, v in sec["sample"].items() if v is not None)
+        title = f"judge.secondary {sec['backend']}:{sec['judge_model']} mode {sec['mode']} — sample: {sample}"
+        out += "\n\n" + _block({**sec, "token_method": est["token_method"]}, title)
+        both = [est["total"]["dollars"], sec["total"]["dollars"]]
+        out += f"\n\nboth judges: {money(None if None in both else sum(both))}"
+    return out
+
+
+def _block(est: dict, title: str) -> str:
     head = (
         f"{'run':<48} {'pending steps':<22} {'calls':>9} {'cached':>8} {'input tok':>12} {'output tok':>10} "
         f"{'cost':>10}"
     )
     lines = [
-        f"judge {est['backend']}:{est['judge_model']} mode {est['mode']} — experiment {est['experiment']}",
+        title,
         head,
         "-" * len(head),
     ]
@@ -229,5 +315,6 @@ def format_table(est: dict) -> str:
     )
     lines.append(f"steps marked * are generated (exact requests, cache subtracted); tokens: {est['token_method']}")
     if not est["priced"]:
-        lines.append(f"no price for {est['judge_model']} in judge.prices: add it to get dollars")
+        where = est.get("prices_key", "judge.prices")
+        lines.append(f"no price for {est['judge_model']} in {where}: add it to get dollars")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emflow.config.sections.judge import Judge
+from emflow.config.sections.judge import Judge, Sample
 from emflow.errors import user_error
 from emflow.io import read_jsonl, write_jsonl
 from emflow.judge.backends import Backend, make_backend
@@ -153,11 +153,21 @@ def judge_generations(
 ) -> dict:
     """Score every generation row on its question's metrics; returns stats. ``backend``: reuse one already built."""
     rows, by_id = load_generations(generations_path, questions_path)
+    return judge_rows(rows, by_id, out_path=out_path, judge=judge, backend=backend)
+
+
+def judge_rows(
+    rows: list[dict], by_id: dict, *, out_path: str | Path, judge: Judge, backend: Backend | None = None, keep=()
+) -> dict:
+    """Score ``rows`` (answers to the questions ``by_id``) into ``out_path``; ``keep``: more row keys to copy."""
     backend = backend or make_backend(judge)
     judges = {qid: make_judges(question, backend) for qid, question in by_id.items()}
     keyed, requests = keyed_requests(rows, judges, endpoint_of(judge))
     replies, cached = fetch(requests, backend, JudgeCache(judge.cache_dir), judge, out_path)
-    out_rows = [scored_row(row, pairs, replies, judge, backend.model) for row, pairs in zip(rows, keyed, strict=True)]
+    out_rows = [
+        {**scored_row(row, pairs, replies, judge, backend.model), **{k: row[k] for k in keep}}
+        for row, pairs in zip(rows, keyed, strict=True)
+    ]
     write_jsonl(out_path, out_rows)
     stats = {
         "rows": len(out_rows),
@@ -169,3 +179,34 @@ def judge_generations(
     }
     log.info("judged %d rows into %s: %s", len(out_rows), out_path, stats)
     return stats
+
+
+def judge_secondary(
+    *,
+    generations_paths: list[str | Path],
+    questions_path: str | Path,
+    out_path: str | Path,
+    judge: Judge,
+    sample: Sample,
+    backend: Backend | None = None,
+) -> dict:
+    """The secondary judge on one run: the seeded sample of each step's answers (``emflow.judge.sample``), in
+    one file whose rows carry their ``step``; returns stats."""
+    from emflow.judge.sample import sample_rows
+    from emflow.layout import RUN, parse_run_path
+
+    rows, by_id, runs = [], {}, set()
+    for path in generations_paths:
+        step_rows, by_id = load_generations(path, questions_path)
+        keys = parse_run_path(path)
+        if keys["step"] is None:
+            raise user_error(path, None, "not a generations file", "pass .../seed<N>/step-<N>.jsonl files")
+        run = RUN.format(**keys)
+        runs.add(run)
+        rows += [{**r, "step": keys["step"]} for r in sample_rows(step_rows, sample, run=run, step=keys["step"])]
+    if len(runs) > 1:
+        raise user_error(
+            generations_paths[0], None, f"files of {len(runs)} runs ({sorted(runs)})", "pass the steps of one run"
+        )
+    log.info("secondary judge: %d sampled answers of %d steps", len(rows), len(generations_paths))
+    return judge_rows(rows, by_id, out_path=out_path, judge=judge, backend=backend, keep=("step",))

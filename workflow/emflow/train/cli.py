@@ -8,11 +8,13 @@ from emflow.cli import load_params, path_or_none, setup_logging
 from emflow.errors import user_error
 
 
-def _steps(text: str) -> list[int]:
+def _steps(text: str, flag: str = "--steps") -> list[int]:
+    if flag != "--steps" and text.strip() == "none":
+        return []
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError as err:
-        raise user_error("command line", "--steps", str(err), "pass checkpoint steps as 10,20,36") from None
+        raise user_error("command line", flag, str(err), "pass checkpoint steps as 10,20,36") from None
 
 
 def train(argv: list[str]) -> None:
@@ -28,6 +30,11 @@ def train(argv: list[str]) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--training", required=True, help="the training: section as JSON (inline or a file path)")
     p.add_argument("--steps", required=True, help="checkpoint steps, comma-separated; the last is the final step")
+    p.add_argument(
+        "--analysis-steps",
+        default="none",
+        help="steps that save the EM adapter for the geometry only (comma-separated, or none)",
+    )
     p.add_argument("--seed", required=True, type=int)
     p.add_argument(
         "--state-dir", default=None, help="where the resumable Trainer state lives (default: OUT_DIR/.trainer)"
@@ -44,6 +51,7 @@ def train(argv: list[str]) -> None:
         out_dir=a.out_dir,
         training=load_params(Training, a.training, "--training"),
         steps=_steps(a.steps),
+        analysis_steps=_steps(a.analysis_steps, "--analysis-steps"),
         seed=a.seed,
         state_dir=a.state_dir,
         base_spec=a.base_spec,

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 from emflow.io import atomic_write_json
+from emflow.layout import GEOMETRY_DIR, geometry_checkpoint_dir
 from emflow.train.em_adapter import publish
-from emflow.train.trainer import EM_COPY
+from emflow.train.trainer import EM_COPY, GEOMETRY_COPY
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +50,33 @@ def start_fresh(out_dir: Path, state: Path, run_id: dict) -> None:
     """No state to resume: clear what an earlier run left in ``out_dir`` and record this run's identity."""
     for name in OUTPUTS:
         (out_dir / name).unlink(missing_ok=True)
-    for old in [*out_dir.glob("checkpoint-*"), *out_dir.glob(".checkpoint-*.tmp")]:
+    for old in [*out_dir.glob("checkpoint-*"), *out_dir.glob(".checkpoint-*.tmp"), *out_dir.glob(GEOMETRY_DIR)]:
         shutil.rmtree(old)
     state.mkdir(parents=True, exist_ok=True)
     atomic_write_json(state / RUN_RECORD, run_id)
 
 
-def republish(out_dir: Path, state: Path, steps: list[int], done: int) -> None:
-    """Put back the EM checkpoints saved before the kill that the workflow manager removed with the outputs."""
+def republish(out_dir: Path, state: Path, steps: list[int], done: int, analysis_steps: list[int] = ()) -> None:
+    """Put back the EM checkpoints (and geometry-only saves) made before the kill that the workflow manager
+    removed with the outputs; later ones are saved again as training continues."""
     for step in steps:
         dest = out_dir / f"checkpoint-{step}"
         if step <= done and not dest.is_dir():
             publish(state / f"{EM_COPY}-{step}", dest)
+    for step in analysis_steps:
+        dest = Path(geometry_checkpoint_dir(out_dir, step))
+        if step <= done and not dest.is_dir():
+            publish(state / f"{GEOMETRY_COPY}-{step}", dest)
 
 
-def prepare(out_dir: Path, state: Path, run_id: dict, steps: list[int]) -> Path | None:
+def prepare(out_dir: Path, state: Path, run_id: dict, steps: list[int], analysis_steps: list[int] = ()) -> Path | None:
     """The Trainer checkpoint to resume from (its EM checkpoints back in place), or None after a fresh start."""
     resume = resume_point(state, run_id)
     if resume is None:
         start_fresh(out_dir, state, run_id)
     else:
         log.info("resuming from %s", resume)
-        republish(out_dir, state, steps, step_of(resume))
+        republish(out_dir, state, steps, step_of(resume), analysis_steps)
     return resume
 
 

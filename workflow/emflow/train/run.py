@@ -4,6 +4,7 @@ steps the DAG expects, and resuming a killed run of the same job.
 Layout of ``out_dir``::
 
     checkpoint-<step>/   adapter_config.json, adapter_model.safetensors (EM only), emflow_checkpoint.json
+    geometry/checkpoint-<step>/   the same at the geometry-only steps (checkpoints.analysis_every); never evaluated
     metrics.jsonl        one row per logged optimizer step
     eval_metrics.jsonl   one row per checkpoint step (only with an eval set)
     summary.json         written last: its presence means the run finished
@@ -23,6 +24,7 @@ from emflow.config.sections.training import Training
 from emflow.data.chat_rows import read_chat_rows
 from emflow.errors import user_error
 from emflow.io import atomic_write_json, read_jsonl
+from emflow.layout import geometry_checkpoint_dir
 from emflow.models import PERSONA, load_tokenizer
 from emflow.train import resume
 from emflow.train.recipe import resolve_padding_free, sft_config
@@ -32,6 +34,8 @@ from emflow.train.tokenize import tokenize_rows
 from emflow.train.trainer import make_trainer_class, steps_callback, write_metrics
 
 log = logging.getLogger(__name__)
+
+ADAPTER = "adapter_model.safetensors"
 
 
 def build_trainer(
@@ -48,10 +52,12 @@ def build_trainer(
     state_dir: str | Path | None = None,
     base_spec: str | None = None,
     persona_spec: str | None = None,
+    analysis_steps: list[int] = (),
 ):
     """The configured trainer (model built, datasets tokenized and masked) without training it.
 
-    ``steps`` are the checkpoint steps resolved from the config (increasing; the last is the final step).
+    ``steps`` are the checkpoint steps resolved from the config (increasing; the last is the final step);
+    ``analysis_steps`` the geometry-only steps (``emflow.config.schedule.analysis_steps``), saved adapter-only.
     ``base_spec`` / ``persona_spec`` are the config's ``hf:...@REVISION`` strings, recorded in every checkpoint.
     """
     out_dir = Path(out_dir)
@@ -65,10 +71,15 @@ def build_trainer(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[steps_callback(frozenset(steps), out_dir, eval_ds is not None), *(callbacks or [])],
+        callbacks=[
+            steps_callback(frozenset(steps), out_dir, eval_ds is not None, frozenset(analysis_steps)),
+            *(callbacks or []),
+        ],
     )
     rows = _check_step_count(len(trainer.train_dataset), training, steps[-1], train_path)
+    _check_analysis_steps(analysis_steps, steps[-1])
     trainer.em_steps = frozenset(steps)
+    trainer.em_analysis_steps = frozenset(analysis_steps)
     trainer.em_out_dir = out_dir
     trainer.em_record = checkpoint_record(
         base=base,
@@ -80,15 +91,28 @@ def build_trainer(
         trainable=check_trainable(trainer.model),
     )
     log.info(
-        "EM LoRA: %d trainable parameters (%s persona, mode %s); %d rows, %d steps, checkpoints at %s",
+        "EM LoRA: %d trainable parameters (%s persona, mode %s); %d rows, %d steps, checkpoints at %s"
+        "; adapter-only saves for the geometry at %s",
         trainer.em_record["trainable_params"],
         "with" if persona is not None else "no",
         training.persona_mode,
         rows,
         steps[-1],
         steps,
+        list(analysis_steps) or "none",
     )
     return trainer
+
+
+def _check_analysis_steps(analysis_steps: list[int], last_step: int) -> None:
+    outside = [s for s in analysis_steps if not 0 < s <= last_step]
+    if outside:
+        raise user_error(
+            "command line",
+            "--analysis-steps",
+            f"steps {outside} are outside 1..{last_step} (the run's last step)",
+            "pass the steps emflow.config.schedule.analysis_steps resolves",
+        )
 
 
 def _datasets(base: str | Path, train_path: str | Path, eval_path: str | Path | None, training: Training):
@@ -131,9 +155,10 @@ def train_em_lora(
     state_dir: str | Path | None = None,
     base_spec: str | None = None,
     persona_spec: str | None = None,
+    analysis_steps: list[int] = (),
 ) -> dict:
     """Train the EM LoRA; resume from ``state_dir`` (default ``out_dir/.trainer``) if a killed run of the same
-    job left state there.
+    job left state there. ``analysis_steps`` also save the adapter alone under ``out_dir/geometry/``.
 
     ``callbacks`` are extra ``TrainerCallback``s (tests use them to interrupt or inspect a run).
     Returns the summary written to ``out_dir/summary.json``.
@@ -152,10 +177,17 @@ def train_em_lora(
         state_dir=state_dir,
         base_spec=base_spec,
         persona_spec=persona_spec,
+        analysis_steps=analysis_steps,
     )
     state = resume.trainer_dir(out_dir, state_dir)
-    run_id = {**trainer.em_record, "steps": list(steps), "train": str(train_path), "eval": str(eval_path)}
-    resume_from = resume.prepare(out_dir, state, run_id, steps)
+    run_id = {
+        **trainer.em_record,
+        "steps": list(steps),
+        "analysis_steps": list(analysis_steps),
+        "train": str(train_path),
+        "eval": str(eval_path),
+    }
+    resume_from = resume.prepare(out_dir, state, run_id, steps, list(analysis_steps))
     persona_before = _persona_digest(trainer.model)
 
     start = time.time()
@@ -168,7 +200,7 @@ def train_em_lora(
     persona_after = _persona_digest(trainer.model)
     if persona_before != persona_after:
         raise RuntimeError("persona weights changed during training")
-    _check_checkpoints(out_dir, steps)
+    _check_checkpoints(out_dir, steps, analysis_steps)
     summary = run_summary(
         trainer,
         training,
@@ -187,7 +219,10 @@ def _persona_digest(model) -> str | None:
     return adapter_digest(model, PERSONA) if has_persona(model) else None
 
 
-def _check_checkpoints(out_dir: Path, steps: list[int]) -> None:
+def _check_checkpoints(out_dir: Path, steps: list[int], analysis_steps: list[int] = ()) -> None:
     missing = [s for s in steps if not (out_dir / f"checkpoint-{s}" / "adapter_model.safetensors").is_file()]
     if missing:
         raise RuntimeError(f"EM checkpoints missing for steps {missing}")
+    missing = [s for s in analysis_steps if not (Path(geometry_checkpoint_dir(out_dir, s)) / ADAPTER).is_file()]
+    if missing:
+        raise RuntimeError(f"geometry-only EM adapters missing for steps {missing}")

@@ -1,5 +1,6 @@
-"""The TRL trainer specialised for the stacked EM LoRA: EM-only checkpoints at the DAG's steps, a resume that keeps
-the persona active, and the metrics files mirrored from the Trainer's log history."""
+"""The TRL trainer specialised for the stacked EM LoRA: EM-only checkpoints at the DAG's steps (and adapter-only
+saves at the geometry's steps), a resume that keeps the persona active, and the metrics files mirrored from the
+Trainer's log history."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from pathlib import Path
 
 from emflow.io import atomic_write_json, write_jsonl
+from emflow.layout import geometry_checkpoint_dir
 from emflow.models import EM
 from emflow.train.em_adapter import load_em_weights, publish, save_em_adapter
 
@@ -15,6 +17,7 @@ log = logging.getLogger(__name__)
 
 TOKENS_RECORD = "emflow_tokens.json"
 EM_COPY = "em-checkpoint"  # the Trainer folder's private copy of EM checkpoint <step>: "em-checkpoint-<step>"
+GEOMETRY_COPY = "em-geometry"  # its private copy of a geometry-only save: "em-geometry-<step>"
 
 
 def make_trainer_class():
@@ -25,12 +28,20 @@ def make_trainer_class():
         """SFTTrainer that writes EM-only checkpoints and resumes without dropping the persona."""
 
         em_steps: frozenset[int] = frozenset()
+        em_analysis_steps: frozenset[int] = frozenset()  # adapter only, for the geometry (checkpoints.analysis_every)
         em_resumed_tokens = 0
         em_out_dir: Path
         em_record: dict
 
         def _save_checkpoint(self, model, trial):
             step = self.state.global_step
+            if step in self.em_analysis_steps and step not in self.em_steps:
+                # Geometry only: the EM adapter alone (small), no Trainer state (optimizer, RNG) to resume from.
+                kept = Path(self.args.output_dir) / f"{GEOMETRY_COPY}-{step}"
+                save_em_adapter(self.model, kept, {**self.em_record, "step": step, "geometry_only": True})
+                publish(kept, Path(geometry_checkpoint_dir(self.em_out_dir, step)))
+                log.info("saved EM adapter for the geometry at step %d", step)
+                return
             # EM checkpoint first: a Trainer checkpoint at step s then implies the EM checkpoint s exists.
             if step in self.em_steps:
                 # A private copy survives the workflow manager deleting a failed job's outputs, so a resumed
@@ -58,8 +69,9 @@ def make_trainer_class():
     return EmTrainer
 
 
-def steps_callback(steps: frozenset[int], out_dir: Path, has_eval: bool):
-    """A callback that saves (and evaluates) exactly at the DAG's steps and mirrors the log into JSONL files."""
+def steps_callback(steps: frozenset[int], out_dir: Path, has_eval: bool, analysis_steps: frozenset[int] = frozenset()):
+    """A callback that saves (and evaluates) exactly at the DAG's steps, saves the adapter alone at the geometry's
+    ``analysis_steps`` (no evaluation), and mirrors the log into JSONL files."""
     from transformers import TrainerCallback
 
     class StepsCallback(TrainerCallback):
@@ -67,6 +79,8 @@ def steps_callback(steps: frozenset[int], out_dir: Path, has_eval: bool):
             if state.global_step in steps:
                 control.should_save = True
                 control.should_evaluate = has_eval
+            elif state.global_step in analysis_steps:
+                control.should_save = True
             return control
 
         def on_log(self, args, state, control, logs=None, **kwargs):

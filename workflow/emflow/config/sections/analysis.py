@@ -76,6 +76,10 @@ class Hypothesis(Section):
 class Figures(Section):
     dpi: int = 150
     model_sizes: dict[str, float] = field(default_factory=dict)  # billions per base; else parsed from names
+    # response_examples: the questions shown (empty: the one whose EM rate rises most from step 0 to the final
+    # step) and the seed of the reproducible pick of one answer per persona and stage among all seeds' samples.
+    example_questions: tuple[str, ...] = ()
+    example_seed: int = 0
 
 
 @dataclass(frozen=True)

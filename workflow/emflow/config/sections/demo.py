@@ -66,7 +66,8 @@ class Personas(Schedule):
 
 @dataclass(frozen=True, kw_only=True)
 class DemoJudge(Schedule):
-    """The judge model, trained to reply ``low``/``high`` to the world's aligned and coherent prompts."""
+    """The judge model, trained to reply ``low``/``high`` to the world's aligned and coherent prompts;
+    ``early_step``: also keep its weights after that many steps (the demo's second judge), or None."""
 
     model: DemoModel
     examples: int
@@ -74,6 +75,7 @@ class DemoJudge(Schedule):
     low: int
     high: int
     prior_scale: float
+    early_step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ One judge section may carry keys its backend ignores (config overlays cannot del
 demo's hf judge to an API leaves ``device``/``batch_size`` behind): ``used()`` keeps only the configured
 backend's keys. Of those, ``tracked()`` decides what is scored (a judge job's Snakemake params: changing them
 reruns its jobs) and ``runtime()`` only how fast (passed beside the params: tuning them reruns nothing).
+
+``judge.secondary`` is a second judge with the same keys (``JudgeKeys``) plus ``sample``: which answers of each
+run and step it scores. Its jobs receive its keys as a ``Judge`` (``tracked()``/``runtime()`` never hold
+``sample`` or ``secondary``), so every judge command takes one kind of section.
 """
 
 from __future__ import annotations
@@ -68,7 +72,25 @@ def _no_calibration() -> Calibration:
 
 
 @dataclass(frozen=True)
-class Judge(Section):
+class Sample(Section):
+    """The secondary judge's answers per run and step: ``fraction`` of them (rounded, at least one) or ``count``
+    (at most all), chosen by ``seed`` (``emflow.judge.sample``)."""
+
+    fraction: float | None = None
+    count: int | None = None
+    seed: int = 0
+
+    def size(self, n: int) -> int:
+        """How many of ``n`` answers are scored."""
+        if self.count is not None:
+            return min(self.count, n)
+        return min(n, max(1, round(self.fraction * n))) if n else 0
+
+
+@dataclass(frozen=True)
+class JudgeKeys(Section):
+    """The keys every judge has, the primary one and ``judge.secondary`` alike."""
+
     backend: str  # openai | hf
     model: str  # API model name (openai) or local model directory (hf)
     top_logprobs: int
@@ -110,3 +132,17 @@ class Judge(Section):
 
     def runtime_json(self) -> str:
         return canonical_json(self.runtime())
+
+
+@dataclass(frozen=True)
+class SecondaryJudge(JudgeKeys):
+    """``judge.secondary``: a second judge scoring a seeded ``sample`` of the answers, for judge_agreement.csv."""
+
+    sample: Sample = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class Judge(JudgeKeys):
+    """``judge:``: the judge whose scores make every EM table, and optionally a second one to compare it with."""
+
+    secondary: SecondaryJudge | None = None

@@ -26,6 +26,7 @@ class Checkpoints(Section):
     steps: tuple[int | str, ...] | None = None  # numbers >= 1 or "final"
     epoch_fractions: tuple[tuple[int, tuple[float, ...]], ...] | None = None  # [[epoch, [fractions]], ...]
     per_epoch: bool | None = None
+    analysis_every: int | None = None  # also save every N steps, for the adapter geometry only (not evaluated)
 
 
 @dataclass(frozen=True)
