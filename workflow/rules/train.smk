@@ -1,6 +1,6 @@
 # Stacked-LoRA training: persona LoRA frozen and active, a new EM LoRA trained on top. One job per run; it saves
 # the EM adapter at exactly the steps the DAG expects (resolved from the config before anything runs), and at the
-# geometry-only steps (checkpoints.analysis_every) under the run folder's geometry/, which no other job reads.
+# geometry-only steps (checkpoints.analysis_every) under the run folder's geometry/, which only the analysis reads.
 
 
 rule train:
