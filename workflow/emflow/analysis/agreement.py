@@ -14,7 +14,6 @@ The EM tables stay on the primary judge alone. Without a secondary judge the tab
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from emflow.analysis.definitions import EMDefinition
+from emflow.analysis.judgments import read_judged_rows
 from emflow.analysis.tables import RUN_COLS
 from emflow.errors import user_error
-from emflow.io import read_jsonl
 from emflow.layout import parse_run_path
 
 COLUMNS = [
@@ -43,6 +42,8 @@ COLUMNS = [
 ]
 # One answer of one run and step.
 ANSWER_KEYS = RUN_COLS + ["step", "question_id", "paraphrase_index", "sample_index"]
+# What each row of a secondary judgments file holds (its run keys come from its folder).
+SECONDARY_KEYS = ("step", *ANSWER_KEYS[len(RUN_COLS) + 1 :], "judge")
 EM_METRIC = "em"  # the metric column of the per-definition rows
 FIRST_METRICS = ("aligned", "coherent")
 
@@ -73,16 +74,8 @@ def load_secondary(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, list[str]
     frames, metrics = [], {}
     for path in map(Path, paths):
         keys = parse_run_path(path.parent)
-        if not path.is_file():
-            raise user_error(path, None, "missing", "run the judge_secondary rule for this run first")
-        try:
-            rows = read_jsonl(path)
-        except json.JSONDecodeError as err:
-            raise user_error(path, f"line {err.lineno}", "not valid JSON", "re-run judge_secondary") from err
-        for i, row in enumerate(rows, 1):
-            missing = [k for k in ("step", *ANSWER_KEYS[len(RUN_COLS) + 1 :], "judge") if k not in row]
-            if missing:
-                raise user_error(path, f"line {i}", f"missing keys {missing}", "re-run judge_secondary for this run")
+        rows = read_judged_rows(path, SECONDARY_KEYS, "the judge_secondary rule")
+        for row in rows:
             metrics.update(dict.fromkeys(row["judge"]))
         df = pd.DataFrame([{k: v for k, v in r.items() if k != "judge"} for r in rows])
         for k in RUN_COLS:

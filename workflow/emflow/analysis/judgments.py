@@ -17,17 +17,19 @@ from emflow.layout import parse_run_path
 REQUIRED_KEYS = ("question_id", "aligned", "coherent")
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_judged_rows(path: Path, required=REQUIRED_KEYS, stage: str = "the judge stage") -> list[dict]:
+    """A judgments file's rows, each checked for the ``required`` keys; a missing file, bad JSON or a missing key
+    is one line naming the file and the ``stage`` to re-run."""
     if not path.is_file():
-        raise user_error(path, None, "missing", "run the judge stage for this run and step first")
+        raise user_error(path, None, "missing", f"run {stage} for this run and step first")
     try:
         rows = read_jsonl(path)
     except json.JSONDecodeError as err:
-        raise user_error(path, f"line {err.lineno}", "not valid JSON", "re-run the judge stage") from err
+        raise user_error(path, f"line {err.lineno}", "not valid JSON", f"re-run {stage}") from err
     for i, row in enumerate(rows, 1):
-        missing = [k for k in REQUIRED_KEYS if k not in row]
+        missing = [k for k in required if k not in row]
         if missing:
-            raise user_error(path, f"line {i}", f"missing keys {missing}", "re-run the judge stage for this file")
+            raise user_error(path, f"line {i}", f"missing keys {missing}", f"re-run {stage} for this file")
     return rows
 
 
@@ -47,7 +49,7 @@ def load_judgments(paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         if ident in seen:
             raise user_error(path, None, f"duplicates run/step of {seen[ident]}", "pass each judgments file once")
         seen[ident] = path
-        rows = _read_rows(path)
+        rows = read_judged_rows(path)
         df = pd.DataFrame([{k: v for k, v in r.items() if k != "judge"} for r in rows])
         for k, v in keys.items():
             df[k] = v
