@@ -33,6 +33,8 @@ def lora_config(training: Training):
         lora_dropout=lora.dropout,
         use_rslora=lora.use_rslora,
         target_modules=list(lora.target_modules),
+        layers_to_transform=list(lora.layers_to_transform) if lora.layers_to_transform is not None else None,
+        layers_pattern=lora.layers_pattern,
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -17,6 +17,8 @@ class Lora(Section):
     dropout: float
     use_rslora: bool
     target_modules: tuple[str, ...]
+    layers_to_transform: tuple[int, ...] | None = None  # only these decoder layers (Turner et al.'s single-layer LoRA)
+    layers_pattern: str | None = None  # the layer list's name, where PEFT cannot infer it
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,16 @@ class Checkpoints(Section):
     epoch_fractions: tuple[tuple[int, tuple[float, ...]], ...] | None = None  # [[epoch, [fractions]], ...]
     per_epoch: bool | None = None
     analysis_every: int | None = None  # also save every N steps, for the adapter geometry only (not evaluated)
+
+
+@dataclass(frozen=True)
+class PersonaCheck(Section):
+    """The proof, at training start, that the persona is active: eval losses of base, base + persona, and base +
+    persona + the fresh EM LoRA on the first ``rows`` eval rows; the run fails when the persona moves no token's
+    log-probability by more than ``min_change`` (emflow.train.persona_check)."""
+
+    rows: int = 16
+    min_change: float = 1.0e-4
 
 
 @dataclass(frozen=True)
@@ -51,3 +63,4 @@ class Training(Section):
     attn_implementation: str = "auto"
     padding_free: bool | str = "auto"  # "auto" until the attention kernel is known (recipe.resolve_padding_free)
     load_in_4bit: bool = False
+    persona_check: PersonaCheck = PersonaCheck()
