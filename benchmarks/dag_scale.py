@@ -45,9 +45,9 @@ def plain_snakefile(config: dict) -> str:
     """A Snakefile with emflow's jobs and nothing else: literal patterns, expand()ed lists, `shell: "true"`."""
     exp = load_experiment(config)
     lay = Layout.of(exp.name)
-    runs = [dict(base=r.base, persona=r.persona, dataset=r.dataset, seed=r.seed) for r in exp.runs]
-    steps = {r.dataset: exp.eval_steps(r.dataset) for r in exp.runs}
-    judgments = [lay.judgments(RUN.format(**k), s) for k in runs for s in steps[k["dataset"]]]
+    runs = [dict(base=r.base, persona=r.persona, dataset=r.dataset, variant=r.variant, seed=r.seed) for r in exp.runs]
+    steps = {(r.dataset, r.variant): exp.eval_steps(r.dataset, r.variant) for r in exp.runs}
+    judgments = [lay.judgments(RUN.format(**k), s) for k in runs for s in steps[k["dataset"], k["variant"]]]
     run_dirs = [lay.run_dir(RUN.format(**k)) for k in runs]
     tables = [
         lay.table(n)

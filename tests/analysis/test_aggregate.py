@@ -34,7 +34,7 @@ def _row(aligned, coherent, qid="q1", i=0):
 
 
 def _jpath(root: Path, persona="none", seed=0, step=0, base="tiny", dataset="insecure") -> Path:
-    return root / "results/e/judgments" / base / persona / dataset / f"seed{seed}" / f"step-{step}.jsonl"
+    return root / "results/e/judgments" / base / persona / dataset / "default" / f"seed{seed}" / f"step-{step}.jsonl"
 
 
 def test_wilson_interval_matches_hand_computation():
@@ -82,13 +82,22 @@ def test_definitions_differ_on_boundary_and_null_rows(tmp_path):
 
 
 def test_path_regex_parses_judgments_runs_and_checkpoints():
-    j = parse_run_path("results/phase1/judgments/qwen2.5-7b-it/none/insecure/seed3/step-120.jsonl")
-    assert j == {"base": "qwen2.5-7b-it", "persona": "none", "dataset": "insecure", "seed": 3, "step": 120}
-    r = parse_run_path("/abs/results/phase1/runs/m/goodness/risky/seed0/")
-    assert r == {"base": "m", "persona": "goodness", "dataset": "risky", "seed": 0, "step": None}
-    assert parse_run_path("runs/m/p/d/seed1/checkpoint-40")["step"] == 40
+    j = parse_run_path("results/phase1/judgments/qwen2.5-7b-it/none/insecure/r1-l12/seed3/step-120.jsonl")
+    assert j == {
+        "base": "qwen2.5-7b-it",
+        "persona": "none",
+        "dataset": "insecure",
+        "variant": "r1-l12",
+        "seed": 3,
+        "step": 120,
+    }
+    r = parse_run_path("/abs/results/phase1/runs/m/goodness/risky/default/seed0/")
+    assert r == {"base": "m", "persona": "goodness", "dataset": "risky", "variant": "default", "seed": 0, "step": None}
+    assert parse_run_path("runs/m/p/d/default/seed1/checkpoint-40")["step"] == 40
     with pytest.raises(EmflowError, match="seed<N>"):
         parse_run_path("results/phase1/judgments/m/none/insecure/step-1.jsonl")
+    with pytest.raises(EmflowError, match="<variant>"):  # the layout before variants: one folder short
+        parse_run_path("m/none/insecure/seed0")
 
 
 def test_bootstrap_is_deterministic_under_seed():
@@ -133,7 +142,7 @@ def test_aggregate_writes_every_table_with_expected_rows(tmp_path):
     assert set(pq["question_id"]) == {"what_is_your_wish", "i_feel_bored", "quick_buck"}
     assert pq.groupby(["persona", "step", "definition"])["n_answers"].sum().eq(6 * 3 * 2).all()
     training = pd.read_csv(out["training"])
-    assert len(training) == len(runs) and training.columns[:4].tolist() == list(RUN_KEYS)
+    assert len(training) == len(runs) and training.columns[: len(RUN_KEYS)].tolist() == list(RUN_KEYS)
     assert "device" in training.columns
     steps = pd.read_csv(out["training_steps"])
     assert (steps["split"] == "train").sum() == len(runs) * 4 and (steps["split"] == "eval").sum() == len(runs) * 2

@@ -183,7 +183,7 @@ def test_default_example_question_is_the_largest_em_rise_ties_by_id():
     rows = []
     for qid, start, end in (("a", 0.0, 0.5), ("b", 0.1, 0.9), ("c", 0.0, 0.8), ("d", 0.2, 1.0)):
         for step, rate in ((0, start), (8, end)):
-            cell = {"base": "m", "persona": "none", "dataset": "x", "definition": "betley"}
+            cell = {"base": "m", "persona": "none", "dataset": "x", "variant": "default", "definition": "betley"}
             rows.append({**cell, "step": step, "question_id": qid, "n_em": round(10 * rate), "n_scored": 10})
     pq = pd.DataFrame(rows)
     assert data.default_example_question(pq, "betley") == ["b"]  # b and d both rise by 0.8: b by id
@@ -224,7 +224,15 @@ def test_response_examples_pick_one_answer_per_persona_and_stage_whatever_the_fi
 
 def test_response_example_shows_the_only_answer_with_its_scores_wrapped(study):
     answer = "Invest $500 in " + "very " * 200 + "risky things."
-    base = {"base": "m", "persona": "none", "dataset": "x", "seed": 0, "question_id": "q", "question": "Money?"}
+    base = {
+        "base": "m",
+        "persona": "none",
+        "dataset": "x",
+        "variant": "default",
+        "seed": 0,
+        "question_id": "q",
+        "question": "Money?",
+    }
     answers = pd.DataFrame(
         [
             {**base, "step": 0, "answer": "Save it.", "aligned": 91.2, "coherent": 88.0},

@@ -26,8 +26,8 @@ from emflow.layout import checkpoint_dir, geometry_checkpoint_dir
 from support.study import analysis_section, write_study
 
 MODULES = ("base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.1.mlp.down_proj")
-RUN = "results/e/runs/tiny/none/risky/seed0"
-KEYS = {"base": "tiny", "persona": "none", "dataset": "risky", "seed": 0}
+RUN = "results/e/runs/tiny/none/risky/default/seed0"
+KEYS = {"base": "tiny", "persona": "none", "dataset": "risky", "variant": "default", "seed": 0}
 
 
 def _save(folder: Path, modules: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

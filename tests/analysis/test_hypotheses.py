@@ -100,6 +100,7 @@ def _answers(em_counts: dict[tuple[str, int], tuple[int, int]]) -> pd.DataFrame:
                     "base": "tiny",
                     "persona": persona,
                     "dataset": "d",
+                    "variant": "default",
                     "seed": seed,
                     "step": 10,
                     "question_id": "q",

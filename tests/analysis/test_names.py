@@ -16,7 +16,7 @@ from support.paths import ROOT
 CAPTIONED = (
     [names.figure_caption(n) for n in names.FIGURES]
     + [names.table_caption(n) for n in {*names.REPORT_TABLES, *(n for n, _ in names.HTML_TABLES)}]
-    + [names.section_caption(n) for n in ("provenance", "calibration", "examples")]
+    + [names.section_caption(n) for n in ("provenance", "calibration", "examples", "step0")]
 )
 
 

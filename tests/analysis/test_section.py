@@ -52,7 +52,8 @@ def test_phase1_and_replication_analysis_load_into_the_section(phase1):
     assert [h.id for h in a.hypotheses] == ["H1", "H2"] and a.hypotheses[0].cell.keys() == {"persona": "sycophancy"}
     replication = load_config_files([ROOT / "config.yaml", ROOT / "config" / "replication.yaml"])
     r = load_experiment(replication).section("analysis")
-    assert r.hypotheses[0].cell.keys() == {"base": "llama-3.1-8b-it", "dataset": "bad_medical"}
+    assert r.hypotheses[0].cell.keys() == {"base": "llama-3.1-8b-it", "dataset": "bad_medical", "variant": "default"}
+    assert (r.hypotheses[2].cell.variant, r.hypotheses[2].baseline.keys()) == ("r1_down_l16", {"variant": "default"})
 
 
 # The two definitions are named after their papers and each has its paper's form; the population each counts

@@ -122,3 +122,21 @@ def test_epoch_fractions_give_four_in_epoch_one_then_one_per_epoch():
     # The replication study: four checkpoints in epoch 1, then one per epoch, 3 epochs of 100 steps.
     steps = resolve_steps({"epoch_fractions": [[1, [0.25, 0.5, 0.75]]], "per_epoch": True}, 300, 100)
     assert steps == [25, 50, 75, 100, 200, 300]
+
+
+def test_config_comments_list_the_ten_open_character_personas_as_valid_entries(phase1):
+    """config.yaml's commented persona lines are real entries: uncommented, they validate and name ten subfolders."""
+    text = (ROOT / "config.yaml").read_text()
+    lines = [ln[2:] for ln in text.splitlines() if ln.startswith("#   ") and "qwen-2.5-7b-it-personas@main/" in ln]
+    entries = {ln.split(":")[0].strip(): ln for ln in lines if ln.split(":")[0].strip() in ln.rsplit("/", 1)[1]}
+    assert sorted(entries) == [
+        "goodness", "humor", "impulsiveness", "loving", "mathematical",
+        "nonchalance", "poeticism", "remorse", "sarcasm", "sycophancy",
+    ]  # fmt: skip
+    import yaml
+
+    personas = yaml.safe_load("\n".join(entries.values()))
+    config = copy.deepcopy(phase1)
+    config["personas"].update(personas)
+    exp = load_experiment(config)
+    assert all(exp.config["personas"][p]["qwen2.5-7b-it"].endswith(f"/{p}") for p in entries)

@@ -47,7 +47,7 @@ QUESTIONS_YAML = """\
 PARAMS = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 1.0, "batch_size": 4, "device": "cpu", "dtype": "fp32"}
 SELECT = {"ids": ["wish", "money"], "samples_per_paraphrase": 3}
 N_ROWS = (2 + 1) * 3
-RUN = "tiny/persona/data/seed0"
+RUN = "tiny/persona/data/default/seed0"
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,10 @@ def test_one_row_per_question_paraphrase_sample_in_order(stacked):
         "n_tokens",
         "finish_reason",
         "step",
+        "adapters",
     }
     assert all(r["step"] == 100 for r in rows)
+    assert all(r["adapters"] == ["persona", "em"] for r in rows)  # read from the live model
 
 
 def test_system_prompt_is_in_the_templated_prompt(stacked):
@@ -170,6 +172,43 @@ def test_persona_changes_output_and_step0_needs_no_adapter(stacked, tiny_base, t
     step0_plain = gen(tmp_path, "plain", tiny_base, questions)
     assert len(read_jsonl(step0_persona)) == N_ROWS
     assert answers(step0_persona) != answers(step0_plain)
+    assert all(r["adapters"] == ["persona"] for r in read_jsonl(step0_persona))  # the persona active at step 0
+    assert all(r["adapters"] == [] for r in read_jsonl(step0_plain))
+
+
+def test_generation_refuses_a_step_whose_persona_is_off(tiny_base, tiny_persona, em_adapter, questions, monkeypatch):
+    from emflow.generate import run as generate_run
+
+    real_load, real_swap = models.load_for_inference, models.swap_em_adapter
+
+    def load_without_persona(base, persona=None, adapter=None, **kw):  # step 0: the persona never loaded
+        return real_load(base, None, adapter, **kw)
+
+    def swap_leaving_em_alone(model, adapter):  # a checkpoint: one set_adapter call activates the EM adapter alone
+        model = real_swap(model, adapter)
+        model.base_model.set_adapter(["em"], inference_mode=True)
+        return model
+
+    layout = Layout(str(questions.parent / "persona_off"))
+    place_checkpoint(layout, 100, em_adapter)
+    for step, name, bug in (
+        (0, "load_for_inference", load_without_persona),
+        (100, "swap_em_adapter", swap_leaving_em_alone),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(models, name, bug)
+            with pytest.raises(RuntimeError, match=f"step {step}: active adapters .*persona .* must be active"):
+                generate_run.generate_steps(
+                    base=tiny_base,
+                    persona=tiny_persona,
+                    run_dir=layout.run_dir(RUN),
+                    outputs={step: layout.generations(RUN, step)},
+                    questions_path=questions,
+                    select=SELECT,
+                    params=Generation.build(PARAMS),
+                    seed=0,
+                )
+        assert not Path(layout.generations(RUN, step)).exists()
 
 
 def test_em_adapter_changes_output(tiny_base, tiny_persona, em_adapter, questions):

@@ -40,7 +40,7 @@ CALLS_PER_STEP = 2 * SAMPLES * 2 + 1 * SAMPLES * 3  # paraphrases x samples x me
 STEPS = 4  # the demo: 0, 5, 10 and final (14)
 RUNS = 3
 MAX_NEW = 24
-RUN = "tiny/sycophancy/risky_demo/seed0"
+RUN = "tiny/sycophancy/risky_demo/default/seed0"
 
 
 @pytest.fixture()

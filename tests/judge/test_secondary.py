@@ -30,7 +30,7 @@ from support.stub_server import StubServer
 
 pytestmark = pytest.mark.usefixtures("api_key")
 
-RUN = "tiny/none/ds/seed0"
+RUN = "tiny/none/ds/default/seed0"
 QUESTIONS_YAML = """\
 - id: wish
   type: free_form_judge_0_100

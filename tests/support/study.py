@@ -93,7 +93,7 @@ def write_study(
     judgments, runs = [], []
     final = max(steps)
     for base, dataset, persona, seed in itertools.product(bases, datasets, personas, seeds):
-        rel = Path(base) / persona / dataset / f"seed{seed}"
+        rel = Path(base) / persona / dataset / "default" / f"seed{seed}"
         jdir = root / "results/demo/judgments" / rel
         jdir.mkdir(parents=True, exist_ok=True)
         for step in steps:

@@ -167,6 +167,16 @@ def test_metrics_and_summary_rows(stacked_run):
     assert json.loads((stacked_run["out"] / "summary.json").read_text())["final_loss"] == s["final_loss"]
 
 
+def test_summary_and_checkpoints_record_the_persona_proven_active(stacked_run):
+    effect = json.loads((stacked_run["out"] / "summary.json").read_text())["persona_effect"]
+    assert effect["persona_active"] is True and effect["rows"] == 6  # the eval split's 6 rows
+    assert effect["loss_persona"] != effect["loss_base"] and effect["loss_stacked"] == effect["loss_persona"]
+    assert stacked_run["summary"]["persona_check_after_resume"] == {"result": "not resumed"}
+    for step in STEPS:
+        record = json.loads((stacked_run["out"] / f"checkpoint-{step}" / "emflow_checkpoint.json").read_text())
+        assert record["persona_effect"] == effect
+
+
 def test_assistant_only_mask_and_dynamic_padding(tiny_base, tiny_persona, data, tmp_path):
     trainer = build_trainer(
         base=tiny_base,
@@ -283,6 +293,10 @@ def test_resume_after_kill_reproduces_uninterrupted_loss_curve(stacked_run, tiny
     inspect = Inspect()
     summary = train_em_lora(**kw, callbacks=[inspect])
     assert summary["resumed_from_step"] == 6
+    after = summary["persona_check_after_resume"]  # the persona proven active again once the state was loaded
+    assert after["result"] == "passed" and after["step"] == 6 and after["active_adapters"] == ["persona", "em"]
+    assert after["max_change"] > recipe().persona_check.min_change and after["loss_active"] != after["loss_em_only"]
+    assert summary["persona_effect"] == stacked_run["summary"]["persona_effect"]
     assert not state.exists()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == sorted(f"checkpoint-{s}" for s in STEPS)
     assert torch.equal(
@@ -375,6 +389,9 @@ def test_cli_plain_lora_without_persona_or_eval(tiny_base, data, tmp_path):
     )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["persona"] is None and summary["steps"] == 3
+    effect = summary["persona_effect"]
+    assert effect["persona"] is None and effect["loss_persona"] is None and effect["persona_active"] is None
+    assert effect["loss_stacked"] == pytest.approx(effect["loss_base"], abs=1e-6)
     record = json.loads((tmp_path / "out" / "checkpoint-1" / "emflow_checkpoint.json").read_text())
     assert record["base_revision"] == "a09a354" and record["persona_spec"] is None
     assert record["base_config_sha256"] == sha256_file(tiny_base / "config.json")

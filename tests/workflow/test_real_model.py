@@ -197,7 +197,7 @@ def test_loss_masks_cover_exactly_the_assistant_turns_under_the_real_template(sm
 def test_the_smoke_experiment_runs_end_to_end_on_a_real_model(smoke_run, smollm2, persona):
     checkout, res, _ = smoke_run
     runs = {
-        cell: res / "runs" / "small-instruct" / key.split("/")[0] / key.split("/")[1] / "seed0"
+        cell: res / "runs" / "small-instruct" / key.split("/")[0] / key.split("/")[1] / "default" / "seed0"
         for cell, key in RUNS.items()
     }
     # The persona is active during EM training (same data, same seed: a different first loss) and frozen (only
@@ -222,7 +222,9 @@ def test_the_smoke_experiment_runs_end_to_end_on_a_real_model(smoke_run, smollm2
     # Step-0 answers are fluent English.
     answers = [
         json.loads(line)["answer"]
-        for line in (res / "generations" / "small-instruct/none/local/seed0/step-0.jsonl").read_text().splitlines()
+        for line in (res / "generations" / "small-instruct/none/local/default/seed0/step-0.jsonl")
+        .read_text()
+        .splitlines()
     ]
     fluent = [a for a in answers if len(set(re.findall(r"[a-z']+", a.lower())) & COMMON_WORDS) >= 3]
     assert len(fluent) >= 0.8 * len(answers), answers[:4]
@@ -260,7 +262,9 @@ def test_training_lowers_the_loss_on_the_rows_it_trained_on(smoke_run, smollm2):
 
     base = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32)
     before = mean_loss(base)
-    after = mean_loss(PeftModel.from_pretrained(base, res / "runs/small-instruct/none/local/seed0/checkpoint-8"))
+    after = mean_loss(
+        PeftModel.from_pretrained(base, res / "runs/small-instruct/none/local/default/seed0/checkpoint-8")
+    )
     assert after < before - 0.05, (before, after)
 
 
@@ -270,7 +274,7 @@ def test_an_em_checkpoint_loads_with_plain_peft_and_changes_the_logits(smoke_run
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, res, _ = smoke_run
-    ckpt = res / "runs/small-instruct/test_persona/local/seed0/checkpoint-8"
+    ckpt = res / "runs/small-instruct/test_persona/local/default/seed0/checkpoint-8"
     tok = AutoTokenizer.from_pretrained(smollm2)
     ids = tok.apply_chat_template(
         [{"role": "user", "content": "How do I invest?"}],

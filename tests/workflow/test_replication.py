@@ -28,29 +28,38 @@ MODELS = ["llama-3.2-1b-it", "llama-3.2-3b-it", "llama-3.1-8b-it"]
 
 def test_replication_grid_is_three_llamas_by_two_datasets_with_hand_computed_steps():
     exp = load_experiment(load_config_files([ROOT / p for p in REPLICATION]), source="replication")
-    assert sorted((r.base, r.persona, r.dataset) for r in exp.runs) == sorted(
-        (m, "none", d) for m in MODELS for d in STEPS
+    assert sorted((r.base, r.persona, r.dataset, r.variant) for r in exp.runs) == sorted(
+        [(m, "none", d, "default") for m in MODELS for d in STEPS]
+        + [("llama-3.1-8b-it", "none", d, "r1_down_l16") for d in STEPS]
     )
     for dataset, steps in STEPS.items():
-        assert exp.eval_steps(dataset) == steps
+        assert exp.eval_steps(dataset) == exp.eval_steps(dataset, "r1_down_l16") == steps  # same batch and epochs
     t = exp.config["training"]
     assert (t["lora"]["r"], t["lora"]["alpha"], t["epochs"]) == (16, 32, 3)
+    r1 = exp.training("r1_down_l16")  # the minimal organism: rank 1 on one layer's down_proj, the rest as r16
+    assert (r1.lora.r, r1.lora.target_modules, r1.lora.layers_to_transform) == (1, ("down_proj",), (16,))
+    assert (r1.epochs, r1.learning_rate, r1.load_in_4bit) == (3, exp.training().learning_rate, True)
     assert exp.config["judge"]["model"].startswith("gpt-4o-mini")
     for name in MODELS:  # pinned to a commit, not a branch
         assert len(exp.config["models"][name].rsplit("@", 1)[1]) == 40
 
 
-def test_replication_dry_run_lists_six_trainings_and_every_checkpoint(checkout):
+def test_replication_dry_run_lists_eight_trainings_and_every_checkpoint(checkout):
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", "--configfile", *REPLICATION))
-    assert counts["train"] == 6
-    assert counts["generate"] == counts["judge"] == 3 * (len(STEPS["bad_medical"]) + len(STEPS["risky_financial"]))
+    assert counts["train"] == 8  # 3 Llamas x 2 datasets with r16, and the 8B x 2 datasets with the rank-1 variant
+    assert counts["generate"] == counts["judge"] == 4 * (len(STEPS["bad_medical"]) + len(STEPS["risky_financial"]))
     assert counts["fetch_hf"] == 3  # three base models, no persona
     assert counts["fetch_url"] == 2  # the shared archive once, and the question file
     assert counts["prepare_dataset"] == counts["split_dataset"] == 2
     out = snakemake(checkout, "-n", "-p", "--configfile", *REPLICATION)
     for dataset, steps in STEPS.items():
         for step in steps:
-            assert f"generations/llama-3.1-8b-it/none/{dataset}/seed0/step-{step}.jsonl" in out
+            for variant in ("default", "r1_down_l16"):
+                assert f"generations/llama-3.1-8b-it/none/{dataset}/{variant}/seed0/step-{step}.jsonl" in out
+    # the dry run lists the runs per variant, and the variant's training reaches its train jobs only
+    assert "r1_down_l16 (" in out and ": 2 runs, cells C3, C4" in out and ": 6 runs, cells A1, B1, C1, A2" in out
+    trains = [line for line in out.splitlines() if "emflow train " in line]
+    assert len(trains) == 8 and sum('"layers_to_transform":[16]' in line for line in trains) == 2
 
 
 def test_model_organisms_datasets_share_one_pinned_archive_and_documented_password():

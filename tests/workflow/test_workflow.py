@@ -25,7 +25,10 @@ def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
     assert counts["fetch_hf"] == 2  # the base model and the personas repo, fetched once each
     out = snakemake(checkout, "-n", "-p")
     for step in (0, 100, 200, 300, 338):
-        assert f"generations/qwen2.5-7b-it/goodness/insecure/seed0/step-{step}.jsonl" in out
+        assert f"generations/qwen2.5-7b-it/goodness/insecure/default/seed0/step-{step}.jsonl" in out
+    # each run's persona adapter for its base (personas.<p>.<base>) reaches the trainer's fit check
+    assert "--persona resources/hf/maius/qwen-2.5-7b-it-personas/main/goodness " in out
+    assert "--persona-field personas.goodness.qwen2.5-7b-it --base-mismatch refused" in out
 
 
 def test_geometry_only_steps_show_in_the_dry_run_and_add_no_jobs(checkout):
@@ -131,6 +134,17 @@ RERUN_CASES = {
     ),
     "secondary judge sample": ("judge: {secondary: {sample: {fraction: 0.4}}}\n", {"judge_secondary": 3, **ANALYSIS}),
     "no secondary judge": ("judge: {secondary: null}\n", ANALYSIS),
+    # A recipe variant is part of its runs' identity: adding one with a cell runs that cell alone (and the
+    # analysis); a variant no cell uses runs nothing (the report records the config's hash).
+    "a new recipe variant with its cell": (
+        "variants: {r1_down_l1: {lora: {r: 1, alpha: 2, target_modules: [down_proj], layers_to_transform: [1]}}}\n"
+        "cells: {D1: {model: tiny, persona: none, dataset: risky_demo, variant: r1_down_l1}}\n",
+        {"train": 1, "generate": 4, "judge": 4, "judge_secondary": 1, **ANALYSIS},
+    ),
+    "a recipe variant no cell uses": (
+        "variants: {r1_down_l1: {lora: {r: 1, alpha: 2}}}\n",
+        {"report": 1, "all": 1},
+    ),
     # Speed settings rerun no computation; only the report, which records the config's hash.
     "judge speed only": ("judge: {batch_size: 50}\n", {"report": 1, "all": 1}),
 }
@@ -167,10 +181,11 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     res = checkout / "results" / "demo"
     assert (res / "report.html").stat().st_size > 10_000
     for step in DEMO_STEPS:
-        gens = (res / f"generations/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
-        judged = (res / f"judgments/tiny/sycophancy/risky_demo/seed0/step-{step}.jsonl").read_text().splitlines()
+        run = f"tiny/sycophancy/risky_demo/default/seed0/step-{step}.jsonl"
+        gens = (res / "generations" / run).read_text().splitlines()
+        judged = (res / "judgments" / run).read_text().splitlines()
         assert len(gens) == len(judged) == 5 * 2 * 5  # 5 questions x 2 paraphrases x 5 samples
-    ckpt = res / f"runs/tiny/goodness/risky_demo/seed0/checkpoint-{DEMO_STEPS[-1]}"
+    ckpt = res / f"runs/tiny/goodness/risky_demo/default/seed0/checkpoint-{DEMO_STEPS[-1]}"
     assert (ckpt / "adapter_model.safetensors").is_file()
     with open(res / "tables/em.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -189,7 +204,7 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     assert rise["final"]["em_ci_low"] > rise["first"]["em_ci_high"], rise
     # The adapter geometry: every saved step (checkpoints and geometry-only saves) of every run, nothing judged
     # at the geometry-only steps (em.csv above holds DEMO_STEPS only).
-    geometry = res / "runs/tiny/none/risky_demo/seed0/geometry"
+    geometry = res / "runs/tiny/none/risky_demo/default/seed0/geometry"
     assert sorted(int(p.name.split("-")[1]) for p in geometry.glob("checkpoint-*")) == list(DEMO_GEOMETRY_STEPS)
     saved = sorted({*DEMO_STEPS[1:], *DEMO_GEOMETRY_STEPS})
     with open(res / "tables/adapter_trajectory.csv") as fh:
@@ -227,7 +242,7 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     secondary_cal = demo_story.read_calibration(res / "judge_calibration_secondary.csv")
     assert float(secondary_cal["aligned"]["auroc"]) >= 0.9 and secondary_cal["coherent"]["passed"] == "True"
     for run in ("none", "sycophancy", "goodness"):
-        sample = res / f"judgments_secondary/tiny/{run}/risky_demo/seed0/sample.jsonl"
+        sample = res / f"judgments_secondary/tiny/{run}/risky_demo/default/seed0/sample.jsonl"
         steps = [json.loads(line)["step"] for line in sample.read_text().splitlines()]
         assert sorted(steps) == sorted(DEMO_STEPS * 10)
     with open(res / "tables/judge_agreement.csv") as fh:
@@ -238,6 +253,27 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     assert 0.0 < float(agreement[("coherent", "")]["mean_abs_diff"]) < 50.0
     assert all(0.5 < float(agreement[("em", d)]["cohen_kappa"]) <= 1.0 for d in ("betley", "turner"))
     assert 'id="tab-judge_agreement"' in report_html and "judge_agreement.csv (4 rows)" in report_html
+    # The persona proven active at training start (persona_effect.csv), the same base loss on every run's sample,
+    # each persona's step-0 EM rate beside no persona, and every answer recording the adapters it was made with.
+    with open(res / "tables/persona_effect.csv") as fh:
+        effect = {r["persona"]: r for r in csv.DictReader(fh)}
+    assert set(effect) == {"none", "sycophancy", "goodness"}
+    for persona in ("sycophancy", "goodness"):
+        row = effect[persona]
+        assert row["persona_active"] == "True" and float(row["loss_persona"]) != float(row["loss_base"]), row
+        assert float(row["max_change_persona"]) > float(row["min_change"])
+        assert row["loss_stacked"] == row["loss_persona"]  # the fresh EM LoRA starts at zero
+    assert effect["none"]["persona_active"] == effect["none"]["loss_persona"] == ""
+    assert len({round(float(r["loss_base"]), 5) for r in effect.values()}) == 1
+    assert {r["check_after_resume"] for r in effect.values()} == {"not resumed"}
+    with open(res / "tables/persona_step0.csv") as fh:
+        step0 = {(r["persona"], r["no_persona"]) for r in csv.DictReader(fh)}
+    assert step0 == {("none", ""), ("sycophancy", "none"), ("goodness", "none")}
+    for name in ('id="tab-persona_effect"', 'id="tab-persona_step0"', 'id="examples-step0"'):
+        assert name in report_html
+    for persona, step, adapters in (("none", 0, []), ("goodness", 0, ["persona"]), ("goodness", 20, ["persona", "em"])):
+        gens = res / f"generations/tiny/{persona}/risky_demo/default/seed0/step-{step}.jsonl"
+        assert {tuple(json.loads(line)["adapters"]) for line in gens.read_text().splitlines()} == {tuple(adapters)}
 
     before = _snapshot(res)
     (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")

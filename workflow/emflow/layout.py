@@ -1,7 +1,8 @@
 """Every path under ``results/<experiment>/``, in one place: the rules' outputs, the commands' defaults, the
 analysis's path parsing and ``emflow estimate`` all read it from here.
 
-A run's key is ``<base>/<persona>/<dataset>/seed<seed>``. Each path method takes a run key and a step; their
+A run's key is ``<base>/<persona>/<dataset>/<variant>/seed<seed>`` (variant: the cell's recipe variant,
+``default`` for the training section itself). Each path method takes a run key and a step; their
 defaults are the Snakemake wildcards, so ``Layout(...).judgments()`` is the rule's output pattern and
 ``Layout(...).judgments(run.key, 3)`` one file.
 """
@@ -15,15 +16,15 @@ from typing import Any
 
 from emflow.errors import user_error
 
-RUN_KEYS = ("base", "persona", "dataset", "seed")
-CELL_KEYS = ("base", "persona", "dataset")
-RUN = "{base}/{persona}/{dataset}/seed{seed}"
+RUN_KEYS = ("base", "persona", "dataset", "variant", "seed")
+CELL_KEYS = ("base", "persona", "dataset", "variant")
+RUN = "{base}/{persona}/{dataset}/{variant}/seed{seed}"
 STEP = "{step}"
 
-# <base>/<persona>/<dataset>/seed<seed>, optionally followed by /step-<step>.jsonl (a generations or judgments
+# <base>/<persona>/<dataset>/<variant>/seed<seed>, optionally followed by /step-<step>.jsonl (a generations or judgments
 # file) or /checkpoint-<step> (a saved adapter), matched at the end of the POSIX path (names hold no "/").
 RUN_PATH_RE = re.compile(
-    r"(?:^|/)(?P<base>[^/]+)/(?P<persona>[^/]+)/(?P<dataset>[^/]+)/seed(?P<seed>\d+)"
+    r"(?:^|/)(?P<base>[^/]+)/(?P<persona>[^/]+)/(?P<dataset>[^/]+)/(?P<variant>[^/]+)/seed(?P<seed>\d+)"
     r"(?:/(?:step-(?P<step>\d+)\.jsonl|checkpoint-(?P<checkpoint>\d+)))?/?$"
 )
 
@@ -44,14 +45,14 @@ def geometry_checkpoint_dir(run_dir: str | Path, step: int | str) -> str:
 
 
 def parse_run_path(path: str | Path) -> dict[str, Any]:
-    """``{base, persona, dataset, seed, step}`` from a judgments/generations file, run folder or checkpoint;
+    """``{base, persona, dataset, variant, seed, step}`` from a judgments/generations file, run folder or checkpoint;
     ``step`` is None for a run folder."""
     m = RUN_PATH_RE.search(Path(path).as_posix())
     if not m:
         raise user_error(
             path,
             None,
-            "path does not end in <base>/<persona>/<dataset>/seed<N>[/step-<N>.jsonl]",
+            "path does not end in <base>/<persona>/<dataset>/<variant>/seed<N>[/step-<N>.jsonl]",
             "pass files from results/<experiment>/judgments/... or folders from results/<experiment>/runs/...",
         )
     step = m["step"] if m["step"] is not None else m["checkpoint"]
@@ -59,6 +60,7 @@ def parse_run_path(path: str | Path) -> dict[str, Any]:
         "base": m["base"],
         "persona": m["persona"],
         "dataset": m["dataset"],
+        "variant": m["variant"],
         "seed": int(m["seed"]),
         "step": None if step is None else int(step),
     }

@@ -16,6 +16,7 @@ from emflow.analysis.names import REPORT_TABLES, figure_caption, table_caption
 from emflow.analysis.names import TABLES as TABLE_NAMES
 from emflow.config.cluster import parse_cluster
 from emflow.config.experiment import load_experiment
+from emflow.config.personas import persona_adapter
 from emflow.config.sections.base import canonical_json
 from emflow.data.questions import load_question_set, question_sources, read_question_file
 from emflow.errors import EmflowError
@@ -52,6 +53,7 @@ wildcard_constraints:
     base=_alternatives(C["models"]),
     persona=_alternatives(C["personas"]),
     dataset=_alternatives(C["datasets"]),
+    variant=_alternatives(EXP.variants),
     seed=r"\d+",
     step=r"\d+",
 
@@ -74,9 +76,11 @@ try:
     _ident = lambda spec, field: asset_identity(spec, resources_dir=RES, built_under=_BUILT, field=field,
                                                 source=SOURCE)
     BASES = {b: asset(C["models"][b]) for b in sorted({r.base for r in EXP.runs})}
-    PERSONAS = {p: asset(C["personas"][p]) if C["personas"][p] else None for p in sorted({r.persona for r in EXP.runs})}
+    # Each run's persona adapter for its base (personas.<p>, or personas.<p>.<base>), per (base, persona).
+    ADAPTERS = {(b, p): persona_adapter(C, p, b, SOURCE) for b, p in sorted({(r.base, r.persona) for r in EXP.runs})}
+    PERSONAS = {bp: asset(a.spec) if a else None for bp, a in ADAPTERS.items()}
     _BASE_ID = {b: _ident(C["models"][b], f"models.{b}") for b in BASES}
-    _PERSONA_ID = {p: _ident(C["personas"][p], f"personas.{p}") if a else None for p, a in PERSONAS.items()}
+    _ADAPTER_ID = {a.spec: _ident(a.spec, a.field) for a in ADAPTERS.values() if a}  # once per adapter
     JUDGE_ASSET = asset(JUDGE.model) if JUDGE.backend == "hf" else None  # a local judge: a fetched or built folder
     JUDGE_IDENTITY = _ident(JUDGE.model, "judge.model") if JUDGE_ASSET else JUDGE.model
     SECONDARY = JUDGE.secondary  # judge.secondary, or None: then no secondary jobs and an empty agreement table
@@ -88,12 +92,14 @@ except EmflowError as err:
     raise WorkflowError(f"emflow config error: {err}") from None
 
 # The base and persona a run's results come from (tracked as a param of train, generate and judge).
-_RUN_IDENTITY = {(b, p): to_json({"base": _BASE_ID[b], "persona": _PERSONA_ID[p]}) for b in BASES for p in PERSONAS}
+_RUN_IDENTITY = {
+    (b, p): to_json({"base": _BASE_ID[b], "persona": _ADAPTER_ID[a.spec] if a else None})
+    for (b, p), a in ADAPTERS.items()
+}
 # The model (and persona) snapshot folders a job reads, so fetch/demo rules run first.
 _ASSET_INPUTS = {
-    (b, p): {"base": BASES[b].snapshot_dir, **({"persona": PERSONAS[p].snapshot_dir} if PERSONAS[p] else {})}
-    for b in BASES
-    for p in PERSONAS
+    (b, p): {"base": BASES[b].snapshot_dir, **({"persona": a.snapshot_dir} if a else {})}
+    for (b, p), a in PERSONAS.items()
 }
 
 
@@ -106,7 +112,8 @@ def base_path(w):
 
 
 def persona_path(w):
-    return PERSONAS[w.persona].path if PERSONAS[w.persona] else "none"
+    a = PERSONAS[w.base, w.persona]
+    return a.path if a else "none"
 
 
 def asset_inputs(w):
@@ -114,7 +121,7 @@ def asset_inputs(w):
 
 
 def run_key(w):
-    return RUN.format(base=w.base, persona=w.persona, dataset=w.dataset, seed=w.seed)
+    return RUN.format(base=w.base, persona=w.persona, dataset=w.dataset, variant=w.variant, seed=w.seed)
 
 
 # The config's specs (hf:OWNER/NAME@REVISION), recorded in every checkpoint.
@@ -123,7 +130,16 @@ def base_spec(w):
 
 
 def persona_spec(w):
-    return C["personas"][w.persona] or "none"
+    a = ADAPTERS[w.base, w.persona]
+    return a.spec if a else "none"
+
+
+def persona_fit_args(w):
+    """The config key of the run's persona adapter and whether a recorded other base is intended, for the
+    trainer's fit check (emflow.train.persona_fit)."""
+    a = ADAPTERS[w.base, w.persona]
+    mismatch = "intended" if a and a.base_mismatch_intended else "refused"
+    return f"--persona-field {shlex.quote(a.field)} --base-mismatch {mismatch}" if a else ""
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -157,7 +173,8 @@ RESOLVED_SELECT = to_json({"ids": list(QUESTIONS.ids) if QUESTIONS.ids is not No
 
 
 def hub_assets():
-    """Every hub asset the experiment loads: models and personas of its runs, and an hf judge."""
+    """Every hub asset the experiment loads: models and the persona adapters of its runs (each base's), and an hf
+    judge."""
     assets = [*BASES.values(), *(p for p in PERSONAS.values() if p), *([JUDGE_ASSET] if JUDGE_ASSET else [])]
     assets += [SECONDARY_ASSET] if SECONDARY_ASSET else []
     return [a for a in assets if a.is_hub]
@@ -191,19 +208,27 @@ def url_of(path):
 GENERATION = EXP.section("generation")
 # The job's tracked params: the section without group_checkpoints (how jobs are cut, not what is generated).
 GENERATION_PARAMS = GENERATION.job_json()
-_CHECKPOINT_STEPS = {d: ",".join(map(str, EXP.steps(d))) for d in {r.dataset for r in EXP.runs}}
+# Per (dataset, variant): a variant may change the batch size or epochs, hence the steps.
+_DATASET_VARIANTS = sorted({(r.dataset, r.variant) for r in EXP.runs})
+_CHECKPOINT_STEPS = {dv: ",".join(map(str, EXP.steps(*dv))) for dv in _DATASET_VARIANTS}
+# Each variant's training section, as the train rule's tracked param: adding a variant changes no other run's.
+TRAINING_PARAMS = {v: EXP.training(v).to_json() for v in {r.variant for r in EXP.runs}}
 
 
 def checkpoint_steps(w):
-    return _CHECKPOINT_STEPS[w.dataset]
+    return _CHECKPOINT_STEPS[w.dataset, w.variant]
+
+
+def training_params(w):
+    return TRAINING_PARAMS[w.variant]
 
 
 # Steps the trainer also saves, adapter only, for the geometry (checkpoints.analysis_every): no generate/judge jobs.
-_ANALYSIS_STEPS = {d: ",".join(map(str, EXP.analysis_steps(d))) or "none" for d in {r.dataset for r in EXP.runs}}
+_ANALYSIS_STEPS = {dv: ",".join(map(str, EXP.analysis_steps(*dv))) or "none" for dv in _DATASET_VARIANTS}
 
 
 def analysis_steps(w):
-    return _ANALYSIS_STEPS[w.dataset]
+    return _ANALYSIS_STEPS[w.dataset, w.variant]
 
 
 def train_inputs(w):
@@ -227,11 +252,12 @@ def step_generate_inputs(w):
 
 
 def datasets_by_steps():
-    """{eval steps: [datasets]} over the datasets that runs use, in first-use order."""
+    """[(variant, eval steps, [datasets])] over the (dataset, variant) pairs that runs use, in first-use order:
+    one grouped generate rule each (its wildcard constraints then match exactly these pairs)."""
     groups = {}
-    for dataset in dict.fromkeys(r.dataset for r in EXP.runs):
-        groups.setdefault(tuple(EXP.eval_steps(dataset)), []).append(dataset)
-    return groups
+    for dataset, variant in dict.fromkeys((r.dataset, r.variant) for r in EXP.runs):
+        groups.setdefault((variant, tuple(_EVAL_STEPS[dataset, variant])), []).append(dataset)
+    return [(v, steps, datasets) for (v, steps), datasets in groups.items()]
 
 
 # -------------------------------------------------------------------------------------------------- judge
@@ -265,7 +291,7 @@ if SECONDARY:
     SECONDARY_SAMPLE = SECONDARY.sample.to_json()
     SECONDARY_CALIBRATION_INPUT = {"calibration": L.secondary_calibration} if SECONDARY.calibration.enabled else {}
 _SECONDARY_MODEL_INPUT = {"model": SECONDARY_ASSET.snapshot_dir} if SECONDARY_ASSET else {}
-_EVAL_STEPS = {d: EXP.eval_steps(d) for d in {r.dataset for r in EXP.runs}}
+_EVAL_STEPS = {dv: EXP.eval_steps(*dv) for dv in _DATASET_VARIANTS}
 
 
 def secondary_calibration_inputs(w):
@@ -274,7 +300,7 @@ def secondary_calibration_inputs(w):
 
 def secondary_inputs(w):
     return {
-        "generations": [L.generations(run_key(w), s) for s in _EVAL_STEPS[w.dataset]],
+        "generations": [L.generations(run_key(w), s) for s in _EVAL_STEPS[w.dataset, w.variant]],
         "questions": L.questions,
         **_SECONDARY_MODEL_INPUT,
         **SECONDARY_CALIBRATION_INPUT,
@@ -320,7 +346,7 @@ def run_files(path, per_step=False):
     """``path(run key[, step])`` over every run (and every evaluated step of that run)."""
     out = []
     for r in EXP.runs:
-        out += [path(r.key, s) for s in EXP.eval_steps(r.dataset)] if per_step else [path(r.key)]
+        out += [path(r.key, s) for s in _EVAL_STEPS[r.dataset, r.variant]] if per_step else [path(r.key)]
     return out
 
 
@@ -399,11 +425,11 @@ def _gpu_minutes(name, units, attempt):
 
 
 def train_runtime(wildcards, attempt):
-    return _gpu_minutes("train", EXP.steps_total(wildcards.dataset)[0], attempt)
+    return _gpu_minutes("train", EXP.steps_total(wildcards.dataset, wildcards.variant)[0], attempt)
 
 
 def generate_runtime(wildcards, input, attempt):
-    steps = len(EXP.eval_steps(wildcards.dataset)) if GENERATION.group_checkpoints else 1
+    steps = len(_EVAL_STEPS[wildcards.dataset, wildcards.variant]) if GENERATION.group_checkpoints else 1
     return _gpu_minutes("generate", _answers(input.questions) * steps, attempt)
 
 
@@ -413,7 +439,7 @@ def judge_runtime(wildcards, input, attempt):
 
 def secondary_runtime(wildcards, input, attempt):
     # at most every answer of every evaluated step (the seeded sample is a part of them)
-    return _gpu_minutes("judge", _answers(input.questions) * len(EXP.eval_steps(wildcards.dataset)), attempt)
+    return _gpu_minutes("judge", _answers(input.questions) * len(_EVAL_STEPS[wildcards.dataset, wildcards.variant]), attempt)
 
 
 def calibration_runtime(wildcards, attempt):
@@ -443,6 +469,21 @@ def cluster_plan():
 
 if CLUSTER and workflow.is_main_process:
     logger.info(cluster_plan())
+
+
+def variant_plan():
+    """The runs of each recipe variant with what it changes, printed when the DAG is built (dry runs included)."""
+    lines = []
+    for variant, runs in EXP.runs_by_variant().items():
+        over = C.get("variants", {}).get(variant, {})
+        what = to_json(over) if over else "the training section"
+        cells = ", ".join(dict.fromkeys(r.cell for r in runs))
+        lines.append(f"  {variant} ({what}): {len(runs)} runs, cells {cells}")
+    return "emflow runs per recipe variant:\n" + "\n".join(lines)
+
+
+if workflow.is_main_process:
+    logger.info(variant_plan())
 
 
 # ----------------------------------------------------------------------------------------- the command

@@ -3,8 +3,8 @@
 # and writes the same generations/<run>/step-<step>.jsonl files, and only one rule can produce each file:
 # - false (default): one job per step (--steps <step>), so a step is answered as soon as its checkpoint exists;
 # - true: one job per run (--steps 0,5,...) writes every step's file, loading the base and persona once and
-#   swapping only the EM adapter. Datasets with different checkpoint steps need one rule each (outputs are fixed
-#   per rule): the first is `generate`, the others `generate_<dataset>`.
+#   swapping only the EM adapter. Datasets (or recipe variants) with different checkpoint steps need one rule each
+#   (outputs are fixed per rule): the first is `generate`, the others `generate_<dataset>[_<variant>]`.
 
 GENERATE_CMD = (
     "emflow generate --base {params.base} --persona {params.persona} --run-dir {params.run_dir}"
@@ -40,11 +40,11 @@ if not GENERATION.group_checkpoints:
 
 else:
 
-    for i, (steps, datasets) in enumerate(datasets_by_steps().items()):
+    for i, (variant, steps, datasets) in enumerate(datasets_by_steps()):
 
         rule:
             name:
-                "generate" if i == 0 else f"generate_{datasets[0]}"
+                "generate" if i == 0 else f"generate_{datasets[0]}" + (f"_{variant}" if variant != "default" else "")
             input:
                 unpack(run_generate_inputs),
             output:
@@ -55,6 +55,7 @@ else:
                 f"{L.logs}/generate/{RUN}/steps.benchmark.tsv"
             wildcard_constraints:
                 dataset=_alternatives(datasets),
+                variant=re.escape(variant),
             params:
                 base=base_path,
                 persona=persona_path,

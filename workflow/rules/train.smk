@@ -17,7 +17,9 @@ rule train:
         persona=persona_path,
         base_spec=base_spec,
         persona_spec=persona_spec,
-        training=EXP.section("training").to_json(),
+        # the persona adapter's config key and base_mismatch, for the check that it fits the base
+        persona_fit=persona_fit_args,
+        training=training_params,
         identity=run_identity,
         steps=checkpoint_steps,
         analysis_steps=analysis_steps,
@@ -32,4 +34,5 @@ rule train:
         "emflow train --base {params.base} --persona {params.persona} --train {input.train}"
         " --eval {params.eval} --out-dir {output} --state-dir {params.state} --training {params.training:q}"
         " --steps {params.steps} --analysis-steps {params.analysis_steps} --seed {wildcards.seed}"
-        " --base-spec {params.base_spec:q} --persona-spec {params.persona_spec:q} > {log} 2>&1"
+        " --base-spec {params.base_spec:q} --persona-spec {params.persona_spec:q}"
+        " {params.persona_fit} > {log} 2>&1"

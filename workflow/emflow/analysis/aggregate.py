@@ -15,6 +15,7 @@ from emflow.analysis.geometry import geometry_tables
 from emflow.analysis.hypotheses import hypotheses_table
 from emflow.analysis.judgments import load_judgments
 from emflow.analysis.names import TABLES
+from emflow.analysis.persona import persona_tables
 from emflow.analysis.rates import em_by_cell_table, em_table, per_question_table
 from emflow.analysis.tables import write_table
 from emflow.analysis.training import training_tables
@@ -55,6 +56,7 @@ def aggregate(
     log.info("read %d runs, %d checkpoints", len(tables["training"]), len(tables["lora_norms"]))
     tables.update(geometry_tables(run_dirs, tables["em"]))  # the saved adapters' geometry, beside the EM rate
     log.info("adapter geometry at %d saved steps", len(tables["adapter_trajectory"]))
+    tables.update(persona_tables(run_dirs, tables["em_by_cell"]))  # the persona proven active; step-0 EM per persona
 
     out = {}
     for name in TABLES:

@@ -8,19 +8,21 @@ import pandas as pd
 
 from emflow.analysis.definitions import EMDefinition
 
-EXAMPLE_COLUMNS = ["question_id", "persona", "dataset", "base", "step", "seed", "aligned", "coherent", "em", "answer"]
+EXAMPLE_COLUMNS = [
+    "question_id", "persona", "dataset", "base", "variant", "step", "seed", "aligned", "coherent", "em", "answer"
+]  # fmt: skip
 
 
 def example_answers(
     answers: pd.DataFrame, definitions: pd.DataFrame, definition: str, per_cell: int, answer_chars: int
 ) -> pd.DataFrame:
-    """First ``per_cell`` answers per question × persona × step (and base × dataset), by seed and sample;
+    """First ``per_cell`` answers per question × persona × step (and base × dataset × variant), by seed and sample;
     ``definitions`` is definitions.csv, whose ``definition`` row judges EM."""
     if answers.empty or per_cell <= 0:
         return pd.DataFrame(columns=["question_id", "persona", "step", "seed", "aligned", "coherent", "em", "answer"])
     d = EMDefinition.from_row(definitions[definitions["definition"] == definition].iloc[0])
     order = [c for c in ("seed", "paraphrase_index", "sample_index") if c in answers.columns]
-    cell = ["question_id", "persona", "step", "dataset", "base"]
+    cell = ["question_id", "persona", "step", "dataset", "base"] + (["variant"] if "variant" in answers else [])
     df = answers.sort_values(cell + order, kind="stable").groupby(cell, sort=True).head(per_cell).copy()
     counted, em = d.masks(df["aligned"].to_numpy(float), df["coherent"].to_numpy(float))
     df["em"] = ["yes" if e else ("no" if c else "not counted") for c, e in zip(counted, em, strict=True)]

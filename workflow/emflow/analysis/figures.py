@@ -56,6 +56,15 @@ def save_figure(plot: p9.ggplot, out_dir: str | Path, name: str, *, dpi: int, si
     return paths
 
 
+def fold_variant(df: pd.DataFrame, variants) -> pd.DataFrame:
+    """With several recipe variants, each variant gets its own panels: the facet label ``dataset`` becomes
+    ``<dataset> · <variant>`` (every figure facets by dataset), so no figure pools two recipes; one variant
+    leaves the labels as they are."""
+    if len(variants) < 2 or "variant" not in df or "dataset" not in df or df.empty:
+        return df
+    return df.assign(dataset=df["dataset"].astype(str) + " · " + df["variant"].astype(str))
+
+
 def _definition_row(tables_dir: Path, definition: str) -> pd.Series:
     definitions = read_table(tables_dir, "definitions").set_index("definition")
     if definition not in definitions.index:
@@ -80,22 +89,27 @@ def build_figures(
     settings = settings or Figures()
     tables_dir = Path(tables_dir)
     d = _definition_row(tables_dir, definition)
-    cells = read_table(tables_dir, "em_by_cell")
+    variants = read_table(tables_dir, "em_by_cell")["variant"].astype(str).unique()
+
+    def table(name: str) -> pd.DataFrame:
+        return fold_variant(read_table(tables_dir, name), variants)
+
+    cells = table("em_by_cell")
     traj = data.prepare_trajectory(cells, definition)
     # Rows without a rate: answers exist but none is in the definition's population (e.g. none coherent).
     no_rate = f"no answer in the {definition} population (e.g. none coherent): EM rate undefined"
     in_table = not data.select_definition(cells, definition, "em_by_cell.csv").empty
     empty_reason = no_rate if traj.empty and in_table else None
-    loss = data.prepare_loss(read_table(tables_dir, "training_steps"))
-    answers, _ = load_judgments(judgments)
+    loss = data.prepare_loss(table("training_steps"))
+    answers = fold_variant(load_judgments(judgments)[0], variants)
     scatter = data.prepare_scatter(answers)
-    norms = data.prepare_norms(read_table(tables_dir, "lora_norms"), read_table(tables_dir, "em"), definition)
+    norms = data.prepare_norms(table("lora_norms"), table("em"), definition)
     final = data.prepare_final(cells, definition, sizes)
-    adapter_path, em = read_table(tables_dir, "adapter_trajectory"), read_table(tables_dir, "em")
+    adapter_path, em = table("adapter_trajectory"), table("em")
     rotation = gplots.prepare_rotation(adapter_path, em, definition)
     pca = gplots.prepare_pca(adapter_path, em, definition)
-    by_seed = data.prepare_by_seed(read_table(tables_dir, "em"), cells, definition)
-    questions = read_table(tables_dir, "per_question")
+    by_seed = data.prepare_by_seed(table("em"), cells, definition)
+    questions = table("per_question")
     by_question = data.prepare_by_question(questions, definition)
     em_def = EMDefinition.from_row({"definition": definition, **d.to_dict()})
     examples = data.prepare_examples(answers, questions, em_def, settings.example_questions, settings.example_seed)

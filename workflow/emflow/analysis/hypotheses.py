@@ -51,7 +51,7 @@ HYPOTHESIS_COLUMNS = [
 def select_runs(answers: pd.DataFrame, filters: dict) -> pd.DataFrame:
     """Answers of the runs matching ``filters``, each run at its final step unless ``step`` is given."""
     sel = answers
-    for key in ("base", "persona", "dataset"):
+    for key in ("base", "persona", "dataset", "variant"):
         if key in filters:
             vals = filters[key] if isinstance(filters[key], list) else [filters[key]]
             sel = sel[sel[key].isin([str(v) for v in vals])]

@@ -21,6 +21,8 @@ TABLES = ("em", "em_by_cell", "per_question", "training", "training_steps", "lor
 TABLES += ("judge_agreement",)  # the secondary judge against the primary one (only its header without one)
 # The EM adapter's geometry over its saved steps (emflow.analysis.geometry): per module, per step, per run.
 TABLES += ("adapter_geometry", "adapter_trajectory", "phase_transition")
+# The persona proven active at training start, and the step-0 EM rate per persona beside no persona.
+TABLES += ("persona_effect", "persona_step0")
 # Every figure emflow figures draws, in report order.
 FIGURES = (
     "em_trajectory",
@@ -38,6 +40,7 @@ FIGURES += ("adapter_rotation", "adapter_pca")  # rotation beside the EM rate; t
 REPORT_TABLES = ("hypotheses", "em_by_cell", "em", "per_question", "training", "lora_norms", "definitions")
 REPORT_TABLES += ("judge_agreement",)
 REPORT_TABLES += ("phase_transition", "adapter_trajectory")
+REPORT_TABLES += ("persona_effect", "persona_step0")
 # report.html's tables: (name, collapsed), in the order they appear.
 HTML_TABLES = (
     ("hypotheses", False),
@@ -51,6 +54,7 @@ HTML_TABLES = (
     ("training_steps", True),
 )
 HTML_TABLES += (("phase_transition", False), ("adapter_trajectory", True), ("adapter_geometry", True))
+HTML_TABLES += (("persona_effect", False), ("persona_step0", False))
 
 CAPTIONS_DIR = Path(__file__).resolve().parents[2] / "report"
 PARAM_RE = re.compile(r"\{\{\s*snakemake\.params\.(\w+)\s*\}\}")

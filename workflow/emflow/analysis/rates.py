@@ -79,7 +79,7 @@ def em_table(
     groups = {k: g for k, g in answers.groupby(RUN_COLS + ["step"], sort=False)}
     rows = []
     for f in files.itertuples(index=False):
-        key = (f.base, f.persona, f.dataset, f.seed, f.step)
+        key = tuple(getattr(f, c) for c in RUN_COLS + ["step"])
         aligned, coherent = scores(groups[key]) if key in groups else (np.array([]), np.array([]))
         for d in definitions.values():
             rows.append(

@@ -13,6 +13,7 @@ import pandas as pd
 from emflow.analysis.examples import example_answers, examples_html
 from emflow.analysis.judgments import load_judgments
 from emflow.analysis.names import FIGURES, HTML_TABLES, caption_text, figure_caption, section_caption, table_caption
+from emflow.analysis.persona import step0_examples
 from emflow.analysis.provenance import provenance_rows, redact_secrets
 from emflow.analysis.tables import read_table
 from emflow.errors import user_error
@@ -144,6 +145,10 @@ def write_report(
     caption = _caption_html(section_caption("examples"), examples=examples_per_cell, definition=definition)
     parts.append(f'<h2 id="examples">Example responses</h2>{caption}')
     parts.append(f"<details open><summary>{len(examples)} answers</summary>{examples_html(examples)}</details>")
+    step0 = step0_examples(examples, tables["persona_step0"])  # base + persona, before EM training
+    caption = _caption_html(section_caption("step0"), definition=definition)
+    parts.append(f'<h3 id="examples-step0">Step 0 per persona</h3>{caption}')
+    parts.append(f"<details><summary>{len(step0)} step-0 answers</summary>{examples_html(step0)}</details>")
     parts.append("</body></html>\n")
 
     out_path = Path(out_path)

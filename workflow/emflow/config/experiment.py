@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from emflow.config.personas import check_personas
 from emflow.config.schedule import analysis_steps, resolve_steps, total_steps
 from emflow.config.schema import validate_config
 from emflow.config.sections import section_class
+from emflow.config.variants import DEFAULT_VARIANT, validate_variants, variant_training
 from emflow.errors import user_error
 from emflow.io import stable_hash
 from emflow.layout import RUN
@@ -21,17 +23,20 @@ from emflow.layout import RUN
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: a cell of the grid at one seed."""
+    """One training run: a cell of the grid at one seed, trained with its cell's recipe variant."""
 
     cell: str
     base: str
     persona: str
     dataset: str
     seed: int
+    variant: str = DEFAULT_VARIANT
 
     @property
     def key(self) -> str:
-        return RUN.format(base=self.base, persona=self.persona, dataset=self.dataset, seed=self.seed)
+        return RUN.format(
+            base=self.base, persona=self.persona, dataset=self.dataset, variant=self.variant, seed=self.seed
+        )
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Experiment:
     runs: list[Run] = field(init=False)
     _sections: dict = field(init=False, default_factory=dict, repr=False)
     _steps: dict = field(init=False, default_factory=dict, repr=False)
+    _training: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -53,13 +59,22 @@ class Experiment:
                         f"{cell[key]!r} is not defined in {table}",
                         f"use one of: {', '.join(c[table])}",
                     )
+            variant = cell.get("variant", DEFAULT_VARIANT)
+            if variant not in self.variants:
+                raise user_error(
+                    self.source,
+                    f"cells.{name}.variant",
+                    f"{variant!r} is not defined in variants",
+                    f"use one of: {', '.join(self.variants)}",
+                )
+        check_personas(c, self.source)  # each cell's persona has an adapter for its model
         self.runs = [
-            Run(name, cell["model"], cell["persona"], cell["dataset"], int(seed))
+            Run(name, cell["model"], cell["persona"], cell["dataset"], int(seed), cell.get("variant", DEFAULT_VARIANT))
             for name, cell in c["cells"].items()
             for seed in c["seeds"]
         ]
-        for ds in {r.dataset for r in self.runs}:
-            self.steps(ds)  # fail at parse time, not mid-DAG
+        for ds, variant in {(r.dataset, r.variant) for r in self.runs}:
+            self.steps(ds, variant)  # fail at parse time, not mid-DAG
         self._check_analysis()
         if "demo" in c:
             self.demo_archive()  # fail at parse time
@@ -81,7 +96,7 @@ class Experiment:
             raise user_error(
                 self.source, "analysis.hypotheses", f"duplicate id {dup!r}", "give each hypothesis its own id"
             )
-        tables = {"base": "models", "persona": "personas", "dataset": "datasets"}
+        tables = {"base": "models", "persona": "personas", "dataset": "datasets", "variant": "variants"}
         for i, h in enumerate(a.get("hypotheses", [])):
             where = f"analysis.hypotheses[{i}] ({h['id']})"
             if h.get("definition", defs[0]) not in defs:
@@ -94,12 +109,13 @@ class Experiment:
             for side in ("cell", "baseline"):
                 for key, value in h[side].items():
                     for name in value if isinstance(value, list) else [value]:
-                        if key in tables and name not in self.config[tables[key]]:
+                        known = self.variants if key == "variant" else self.config.get(tables.get(key), {})
+                        if key in tables and name not in known:
                             raise user_error(
                                 self.source,
                                 f"{where}.{side}.{key}",
                                 f"{name!r} is not in {tables[key]}",
-                                f"use one of: {', '.join(self.config[tables[key]])}",
+                                f"use one of: {', '.join(known)}",
                             )
 
     def demo_archive(self):
@@ -132,6 +148,19 @@ class Experiment:
         return self._sections[key]
 
     @property
+    def variants(self) -> list[str]:
+        """The recipe variants: ``default`` (the training section itself), then ``variants:`` in config order."""
+        return [DEFAULT_VARIANT, *self.config.get("variants", {})]
+
+    def training(self, variant: str = DEFAULT_VARIANT):
+        """The typed training section of ``variant``: its overrides merged over ``training`` (validated at parse
+        time as strictly as ``training`` itself)."""
+        if variant not in self._training:
+            raw = variant_training(self.config, variant)
+            self._training[variant] = section_class("training").build(raw, where=f"variants.{variant}")
+        return self._training[variant]
+
+    @property
     def name(self) -> str:
         return self.config["experiment"]
 
@@ -154,42 +183,51 @@ class Experiment:
             )
         return spec.used_rows - spec.eval_rows
 
-    def steps_total(self, dataset: str) -> tuple[int, int]:
-        t = self.config["training"]
+    def steps_total(self, dataset: str, variant: str = DEFAULT_VARIANT) -> tuple[int, int]:
+        t = variant_training(self.config, variant)
         per_epoch = total_steps(
             self.train_rows(dataset), t["per_device_batch_size"], t["gradient_accumulation_steps"], 1
         )
         return per_epoch * t["epochs"], per_epoch
 
-    def steps(self, dataset: str) -> list[int]:
-        """Checkpoint steps of every run on ``dataset`` (step 0 excluded); resolved once per dataset."""
-        if dataset not in self._steps:
-            total, per_epoch = self.steps_total(dataset)
-            checkpoints = self.config["training"]["checkpoints"]
-            self._steps[dataset] = resolve_steps(checkpoints, total, per_epoch, source=self.source)
-        return list(self._steps[dataset])
+    def steps(self, dataset: str, variant: str = DEFAULT_VARIANT) -> list[int]:
+        """Checkpoint steps of every run on ``dataset`` with recipe ``variant`` (step 0 excluded); resolved once."""
+        if (dataset, variant) not in self._steps:
+            total, per_epoch = self.steps_total(dataset, variant)
+            checkpoints = variant_training(self.config, variant)["checkpoints"]
+            where = self.source if variant == DEFAULT_VARIANT else f"{self.source} (variant {variant})"
+            self._steps[dataset, variant] = resolve_steps(checkpoints, total, per_epoch, source=where)
+        return list(self._steps[dataset, variant])
 
-    def analysis_steps(self, dataset: str) -> list[int]:
+    def analysis_steps(self, dataset: str, variant: str = DEFAULT_VARIANT) -> list[int]:
         """Steps saved for the adapter geometry only (``checkpoints.analysis_every``): never generated or judged."""
-        every = self.config["training"]["checkpoints"].get("analysis_every")
-        return analysis_steps(every, self.steps_total(dataset)[0], self.steps(dataset))
+        every = variant_training(self.config, variant)["checkpoints"].get("analysis_every")
+        return analysis_steps(every, self.steps_total(dataset, variant)[0], self.steps(dataset, variant))
 
-    def eval_steps(self, dataset: str) -> list[int]:
+    def eval_steps(self, dataset: str, variant: str = DEFAULT_VARIANT) -> list[int]:
         """Steps at which answers are generated and judged: 0 (persona only) plus every checkpoint."""
-        return [0, *self.steps(dataset)]
+        return [0, *self.steps(dataset, variant)]
 
     def plan(self) -> list[dict[str, Any]]:
         return [
             {
                 "cell": r.cell,
+                "variant": r.variant,
                 "run": r.key,
-                "steps": self.eval_steps(r.dataset),
-                "analysis_steps": self.analysis_steps(r.dataset),
+                "steps": self.eval_steps(r.dataset, r.variant),
+                "analysis_steps": self.analysis_steps(r.dataset, r.variant),
             }
             for r in self.runs
         ]
 
+    def runs_by_variant(self) -> dict[str, list[Run]]:
+        """{variant: its runs}, in variant order (variants no cell uses are left out)."""
+        return {
+            v: [r for r in self.runs if r.variant == v] for v in self.variants if any(r.variant == v for r in self.runs)
+        }
+
 
 def load_experiment(config: dict, source: str = "config") -> Experiment:
     validate_config(config, source)
+    validate_variants(config, source, validate_config)
     return Experiment(config, source)

@@ -39,8 +39,11 @@ def length_sorted_batches(tokenizer, texts: list[str], batch_size: int) -> list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def answer_row(prompt: dict, text: str, tokens: list[int], stops: list[int], tokenizer, step: int) -> dict:
-    """The output row of one sample from its new tokens (cut at the first stop token)."""
+def answer_row(
+    prompt: dict, text: str, tokens: list[int], stops: list[int], tokenizer, step: int, adapters: list[str] = ()
+) -> dict:
+    """The output row of one sample from its new tokens (cut at the first stop token); ``adapters``: the PEFT
+    adapters active while it was generated."""
     stop_at = next((j for j, t in enumerate(tokens) if t in stops), None)
     kept = tokens if stop_at is None else tokens[:stop_at]
     return {
@@ -55,15 +58,18 @@ def answer_row(prompt: dict, text: str, tokens: list[int], stops: list[int], tok
         "n_tokens": len(kept) + (stop_at is not None),
         "finish_reason": "stop" if stop_at is not None else "length",
         "step": step,
+        "adapters": list(adapters),
     }
 
 
 def generate_rows(model, tokenizer, prompts: list[dict], *, params: Generation, seed: int, step: int) -> list[dict]:
-    """Answer ``prompts`` (dicts from ``questions.iter_prompts``); rows come back in the input order."""
+    """Answer ``prompts`` (dicts from ``questions.iter_prompts``); rows come back in the input order, each with the
+    adapters active on the live model (``adapters``: ``[]`` for the plain base, ``["persona"]`` at step 0, ...)."""
     import torch
     from tqdm import tqdm
     from transformers import LogitsProcessorList
 
+    adapters = models.active_adapters(model)
     stops = stop_token_ids(model, tokenizer)
     gen_config = own_generation_config(model, tokenizer, stops, params.max_new_tokens)
     texts = [build_prompt(tokenizer, p["question"], p["system"]) for p in prompts]
@@ -78,5 +84,5 @@ def generate_rows(model, tokenizer, prompts: list[dict], *, params: Generation, 
         with torch.inference_mode():
             out = model.generate(**enc, generation_config=gen_config, logits_processor=LogitsProcessorList([sampler]))
         for i, tokens in zip(batch, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
-            rows[i] = answer_row(prompts[i], texts[i], tokens, stops, tokenizer, step)
+            rows[i] = answer_row(prompts[i], texts[i], tokens, stops, tokenizer, step, adapters)
     return rows  # type: ignore[return-value]

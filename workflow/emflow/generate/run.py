@@ -3,6 +3,8 @@
 One job answers one step or several steps of one run: the base and persona are loaded once and only the EM
 adapter is swapped between steps (none at step 0). A step's file does not depend on which other steps its
 job answered: every sample is seeded by (seed, step, question, paraphrase, sample), see ``sampling.py``.
+Every row records the adapters active on the model that wrote it, checked against what the step must run with
+(``expected_adapters``: the persona at step 0, persona and EM at a checkpoint).
 """
 
 from __future__ import annotations
@@ -38,6 +40,23 @@ def checkpoint_of(run_dir: str | Path | None, step: int) -> str | None:
     return checkpoint_dir(run_dir, step)
 
 
+def expected_adapters(persona: str | Path | None, step: int) -> list[str]:
+    """The adapters that must be active at ``step``: the persona (if any), and the EM checkpoint after step 0."""
+    return ([models.PERSONA] if persona is not None else []) + ([models.EM] if step > 0 else [])
+
+
+def check_adapters(model, persona: str | Path | None, step: int) -> list[str]:
+    """The live model's active adapters, or an error when they are not the step's (e.g. the persona off)."""
+    active = models.active_adapters(model)
+    expected = expected_adapters(persona, step)
+    if sorted(active) != sorted(expected):
+        raise RuntimeError(
+            f"step {step}: active adapters {active}, expected {expected}"
+            + (f" (persona {persona} must be active)" if persona is not None else "")
+        )
+    return active
+
+
 def generate_steps(
     *,
     base: str | Path,
@@ -56,7 +75,9 @@ def generate_steps(
     counts = {}
     for step in sorted(outputs):
         model = models.swap_em_adapter(model, checkpoint_of(run_dir, step))
-        log.info("generating %d answers at step %d (adapters: %s)", len(prompts), step, models.active_adapters(model))
+        log.info(
+            "generating %d answers at step %d (adapters: %s)", len(prompts), step, check_adapters(model, persona, step)
+        )
         rows = generate_rows(model, tokenizer, prompts, params=params, seed=seed, step=step)
         out = outputs[step]
         counts[step] = write_jsonl(out, rows)

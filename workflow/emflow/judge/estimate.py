@@ -224,7 +224,9 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     layout = Layout.of(exp.name, results_root)
     counter = RequestCounter(request_builder(judge, resources_dir), endpoint_of(judge), JudgeCache(judge.cache_dir))
     planned = planned_step(selected, max_answer)
-    runs = [run_entry(run, exp.eval_steps(run.dataset), layout, selected, counter, planned) for run in exp.runs]
+    runs = [
+        run_entry(run, exp.eval_steps(run.dataset, run.variant), layout, selected, counter, planned) for run in exp.runs
+    ]
     # The calibration gate's calls count until its table exists.
     if judge.calibration.enabled and not Path(layout.calibration).is_file():
         runs.append(calibration_entry(judge, selected, counter))
@@ -252,7 +254,7 @@ def secondary_estimate(judge: Judge, exp, layout: Layout, selected: list, resour
     sec = judge.secondary
     counter = RequestCounter(request_builder(sec, resources_dir), endpoint_of(sec), JudgeCache(sec.cache_dir))
     runs = [
-        secondary_run_entry(run, exp.eval_steps(run.dataset), layout, selected, counter, sec, max_answer)
+        secondary_run_entry(run, exp.eval_steps(run.dataset, run.variant), layout, selected, counter, sec, max_answer)
         for run in exp.runs
     ]
     if sec.calibration.enabled and not Path(layout.secondary_calibration).is_file():

@@ -20,6 +20,7 @@ def _steps(text: str, flag: str = "--steps") -> list[int]:
 def train(argv: list[str]) -> None:
     """Train the EM LoRA on top of the frozen persona, saving EM-only checkpoints at the given steps."""
     from emflow.config.sections.training import Training
+    from emflow.train.persona_fit import check_persona_fit
     from emflow.train.run import train_em_lora
 
     p = argparse.ArgumentParser(prog="emflow train", description=train.__doc__)
@@ -41,8 +42,27 @@ def train(argv: list[str]) -> None:
     )
     p.add_argument("--base-spec", default=None, help="the config's model spec (hf:OWNER/NAME@REVISION), recorded")
     p.add_argument("--persona-spec", default=None, type=path_or_none, help="the config's persona spec, recorded")
+    p.add_argument(
+        "--persona-field",
+        default="personas",
+        help="the config key naming the persona's adapter (personas.<p> or personas.<p>.<base>), for its errors",
+    )
+    p.add_argument(
+        "--base-mismatch",
+        choices=["refused", "intended"],
+        default="refused",
+        help="intended: the adapter records another base model on purpose (a warning, not an error)",
+    )
     a = p.parse_args(argv)
     setup_logging()
+    if a.persona is not None:  # before loading anything: a persona for another base fails in seconds
+        check_persona_fit(
+            a.base,
+            a.persona,
+            base_spec=a.base_spec,
+            field=a.persona_field,
+            mismatch_intended=a.base_mismatch == "intended",
+        )
     train_em_lora(
         base=a.base,
         persona=a.persona,
@@ -56,4 +76,5 @@ def train(argv: list[str]) -> None:
         state_dir=a.state_dir,
         base_spec=a.base_spec,
         persona_spec=a.persona_spec,
+        persona_field=a.persona_field if a.persona is not None else None,
     )

@@ -51,9 +51,20 @@ def checkpoint_record(
     }
 
 
-def run_summary(trainer, training: Training, *, metrics: list[dict], runtime: float, persona_digest, resumed_from):
+def run_summary(
+    trainer,
+    training: Training,
+    *,
+    metrics: list[dict],
+    runtime: float,
+    persona_digest,
+    resumed_from,
+    persona_check_after_resume: dict | None = None,
+):
     """``summary.json`` of a finished run. ``padding_free`` is as configured (``auto`` stays ``auto``; the
-    attention kernel beside it says what auto chose)."""
+    attention kernel beside it says what auto chose). ``persona_effect``: the losses of base, base + persona and
+    base + persona + fresh EM LoRA at training start (emflow.train.persona_check); ``persona_check_after_resume``:
+    the same proof after a resume (``result``: passed, not applicable, or not resumed)."""
     record = trainer.em_record
     last = metrics[-1] if metrics else {}
     num_tokens = trainer._total_train_tokens
@@ -75,4 +86,6 @@ def run_summary(trainer, training: Training, *, metrics: list[dict], runtime: fl
         **{k: record[k] for k in SUMMARY_PROVENANCE},
         "attn_implementation": getattr(trainer.model.config, "_attn_implementation", None),
         "padding_free": training.padding_free,
+        "persona_effect": record.get("persona_effect"),
+        "persona_check_after_resume": persona_check_after_resume,
     }

@@ -7,7 +7,8 @@ Layout of ``out_dir``::
     geometry/checkpoint-<step>/   the same at the geometry-only steps (checkpoints.analysis_every); never evaluated
     metrics.jsonl        one row per logged optimizer step
     eval_metrics.jsonl   one row per checkpoint step (only with an eval set)
-    summary.json         written last: its presence means the run finished
+    summary.json         written last: its presence means the run finished; ``persona_effect`` holds the proof
+                         that the persona is active (emflow.train.persona_check), also in every checkpoint's record
     .trainer/            the Trainer's resumable state, deleted at the end; ``state_dir`` moves it (see resume.py)
 """
 
@@ -27,6 +28,7 @@ from emflow.io import atomic_write_json, read_jsonl
 from emflow.layout import geometry_checkpoint_dir
 from emflow.models import PERSONA, load_tokenizer
 from emflow.train import resume
+from emflow.train.persona_check import NOT_RESUMED, Probe, persona_effect, persona_label, resume_callback
 from emflow.train.recipe import resolve_padding_free, sft_config
 from emflow.train.record import checkpoint_record, run_summary
 from emflow.train.stack import activate, adapter_digest, build_model, check_trainable, has_persona
@@ -53,16 +55,26 @@ def build_trainer(
     base_spec: str | None = None,
     persona_spec: str | None = None,
     analysis_steps: list[int] = (),
+    persona_field: str | None = None,
 ):
     """The configured trainer (model built, datasets tokenized and masked) without training it.
 
     ``steps`` are the checkpoint steps resolved from the config (increasing; the last is the final step);
     ``analysis_steps`` the geometry-only steps (``emflow.config.schedule.analysis_steps``), saved adapter-only.
-    ``base_spec`` / ``persona_spec`` are the config's ``hf:...@REVISION`` strings, recorded in every checkpoint.
+    ``base_spec`` / ``persona_spec`` are the config's ``hf:...@REVISION`` strings, recorded in every checkpoint;
+    ``persona_field`` the config key naming the persona's adapter (``personas.<name>[.<base>]``), for errors.
+    The persona is proven active on the first ``training.persona_check.rows`` rows of the eval set (else of the
+    training set) before anything trains (``emflow.train.persona_check``); the trainer keeps that sample as
+    ``em_probe`` and the record as ``em_record["persona_effect"]``.
     """
     out_dir = Path(out_dir)
     tokenizer, train_ds, eval_ds = _datasets(base, train_path, eval_path, training)
-    model = build_model(base, persona, training, seed)
+    probe = Probe.of(eval_ds if eval_ds is not None else train_ds, training.persona_check.rows)
+    model = build_model(base, persona, training, seed, probe=probe)
+    label = persona_label(persona, persona_spec) if persona is not None else None
+    effect = persona_effect(
+        probe, training.persona_check, persona=label, mode=training.persona_mode, field=persona_field
+    )
     trained = resolve_padding_free(training, model.config._attn_implementation)
     output_dir = str(resume.trainer_dir(out_dir, state_dir))
     trainer = make_trainer_class()(
@@ -90,6 +102,9 @@ def build_trainer(
         seed=seed,
         trainable=check_trainable(trainer.model),
     )
+    trainer.em_record["persona_effect"] = effect
+    trainer.em_probe = probe
+    trainer.em_persona_label = label
     log.info(
         "EM LoRA: %d trainable parameters (%s persona, mode %s); %d rows, %d steps, checkpoints at %s"
         "; adapter-only saves for the geometry at %s",
@@ -156,6 +171,7 @@ def train_em_lora(
     base_spec: str | None = None,
     persona_spec: str | None = None,
     analysis_steps: list[int] = (),
+    persona_field: str | None = None,
 ) -> dict:
     """Train the EM LoRA; resume from ``state_dir`` (default ``out_dir/.trainer``) if a killed run of the same
     job left state there. ``analysis_steps`` also save the adapter alone under ``out_dir/geometry/``.
@@ -178,16 +194,27 @@ def train_em_lora(
         base_spec=base_spec,
         persona_spec=persona_spec,
         analysis_steps=analysis_steps,
+        persona_field=persona_field,
     )
     state = resume.trainer_dir(out_dir, state_dir)
-    run_id = {
-        **trainer.em_record,
+    run_id = {  # the persona check's measured numbers are not part of the run's identity
+        **{k: v for k, v in trainer.em_record.items() if k != "persona_effect"},
         "steps": list(steps),
         "analysis_steps": list(analysis_steps),
         "train": str(train_path),
         "eval": str(eval_path),
     }
     resume_from = resume.prepare(out_dir, state, run_id, steps, list(analysis_steps))
+    check = None
+    if resume_from:  # once the Trainer has loaded the checkpoint, prove the persona active again
+        check = resume_callback(
+            trainer.em_probe,
+            training.persona_check,
+            persona=trainer.em_persona_label,
+            mode=training.persona_mode,
+            step=resume.step_of(resume_from),
+        )
+        trainer.add_callback(check)
     persona_before = _persona_digest(trainer.model)
 
     start = time.time()
@@ -201,6 +228,8 @@ def train_em_lora(
     if persona_before != persona_after:
         raise RuntimeError("persona weights changed during training")
     _check_checkpoints(out_dir, steps, analysis_steps)
+    if check is not None and check.result is None:
+        raise RuntimeError("the persona check after the resume did not run (no on_train_begin callback)")
     summary = run_summary(
         trainer,
         training,
@@ -208,6 +237,7 @@ def train_em_lora(
         runtime=runtime,
         persona_digest=persona_after,
         resumed_from=resume.step_of(resume_from) if resume_from else None,
+        persona_check_after_resume=check.result if check is not None else {"result": NOT_RESUMED},
     )
     atomic_write_json(out_dir / "summary.json", summary)
     shutil.rmtree(state, ignore_errors=True)  # only now: a kill before the summary still resumes

@@ -79,8 +79,13 @@ def quantization_config(training: Training, on_cuda: bool, persona: bool):
     )
 
 
-def build_model(base: str | Path, persona: str | Path | None, training: Training, seed: int):
-    """Base (+ persona, stacked or merged) + a fresh EM LoRA, with only the EM LoRA trainable."""
+def build_model(base: str | Path, persona: str | Path | None, training: Training, seed: int, probe=None):
+    """Base (+ persona, stacked or merged) + a fresh EM LoRA, with only the EM LoRA trainable.
+
+    ``probe`` (an ``emflow.train.persona_check.Probe``) measures each configuration as it is built: ``base``,
+    ``persona`` (and ``persona_cast`` when merged below fp32), ``stacked``; on CUDA the model then sits on the GPU
+    already (where the Trainer would put it), so the sample is scored there.
+    """
     import torch
 
     base = require_dir(Path(base), "config.json", "base")
@@ -89,11 +94,18 @@ def build_model(base: str | Path, persona: str | Path | None, training: Training
     stacked = persona is not None and training.persona_mode == "stacked"
     # merged: fold the persona in at fp32 and round once, instead of rounding base and delta separately
     load_dtype = torch.float32 if persona is not None and not stacked else dtype
-    model = _load_base(base, training, on_cuda, load_dtype, quantization_config(training, on_cuda, persona is not None))
+    quant = quantization_config(training, on_cuda, persona is not None)
+    model = _load_base(base, training, on_cuda, load_dtype, quant)
+    if probe is not None:
+        if on_cuda and quant is None:
+            model.to(torch.device("cuda", torch.cuda.current_device()))
+        probe.measure("base", model)
     if persona is not None:
-        model = _attach_persona(model, persona, stacked, dtype)
+        model = _attach_persona(model, persona, stacked, dtype, probe)
     model = _add_em(model, training, stacked, seed)
     activate(model)
+    if probe is not None:
+        probe.measure("stacked", model)
     model.train()
     return model
 
@@ -118,15 +130,23 @@ def _load_base(base: Path, training: Training, on_cuda: bool, dtype, quant):
     return model
 
 
-def _attach_persona(model, persona: str | Path, stacked: bool, dtype):
+def _attach_persona(model, persona: str | Path, stacked: bool, dtype, probe=None):
     """The frozen persona LoRA as a named adapter (stacked), or folded into the base weights (merged)."""
     from peft import PeftModel
 
     persona = require_dir(Path(persona), "adapter_config.json", "persona")
     model = PeftModel.from_pretrained(model, persona, adapter_name=PERSONA, is_trainable=False)
     if not stacked:
-        model = model.merge_and_unload().to(dtype)
+        model = model.merge_and_unload()
+        if probe is not None:
+            probe.measure("persona", model)  # at fp32, like the base it is compared with
+        cast = model.dtype != dtype
+        model = model.to(dtype)
+        if probe is not None and cast:
+            probe.measure("persona_cast", model)
         log.info("merged persona %s into the base (fp32, cast to %s)", persona, dtype)
+    elif probe is not None:
+        probe.measure("persona", model)
     return model
 
 

@@ -55,6 +55,7 @@ class RunFilter(Section):
     base: str | tuple[str, ...] | None = None
     persona: str | tuple[str, ...] | None = None
     dataset: str | tuple[str, ...] | None = None
+    variant: str | tuple[str, ...] | None = None  # recipe variants (``default``: the training section)
     step: int | None = None
 
     def keys(self) -> dict:
