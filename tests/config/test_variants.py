@@ -20,9 +20,12 @@ def phase1() -> dict:
     return load_config_files([ROOT / "config.yaml"])
 
 
-def with_variant(config: dict, variants: dict, **cells) -> dict:
+def with_variant(config: dict, variants: dict, hypotheses: bool = False, **cells) -> dict:
+    """``config`` with ``variants`` and cells like A1 using them; without its hypotheses, which would pool them."""
     c = copy.deepcopy(config)
     c["variants"] = variants
+    if not hypotheses:
+        c["analysis"]["hypotheses"] = []
     for name, variant in cells.items():
         c["cells"][name] = {**c["cells"]["A1"], "variant": variant}
     return c
@@ -67,7 +70,8 @@ def test_a_variant_that_changes_the_batch_plans_its_own_steps(phase1):
     assert exp.eval_steps("insecure", "big_batch") == [0, 50, 169]
     # the base recipe's fixed step 300 lies beyond a variant's last step: said at parse time, naming the variant
     msg = _error(with_variant(phase1, {"big_batch": {"gradient_accumulation_steps": 16}}, A2="big_batch"))
-    assert "(variant big_batch): training.checkpoints.steps: step 200 is outside 1..169" in msg
+    assert "config: variants.big_batch.checkpoints.steps: step 200 is outside 1..169 (the run's last step)" in msg
+    assert msg.endswith("(the variant inherits training.checkpoints; override it there)")
 
 
 @pytest.mark.parametrize(
@@ -93,3 +97,12 @@ def test_hypotheses_filter_by_variant_and_unknown_variants_are_refused(phase1):
     assert (h.cell.variant, h.baseline.variant) == ("r1", "default")
     c["analysis"]["hypotheses"][0]["cell"]["variant"] = "r9"
     assert "analysis.hypotheses[0] (V1).cell.variant: 'r9' is not in variants" in _error(c)
+
+
+def test_a_hypothesis_side_pooling_several_variants_must_name_one(phase1):
+    c = with_variant(phase1, {"r1": R1}, hypotheses=True, A2="r1")  # A2: no persona, like A1, with rank 1
+    # config.yaml's H1/H2 compare personas with {persona: none}, which now matches A1 (default) and A2 (r1)
+    assert "analysis.hypotheses[0] (H1).baseline: pools the runs of variants default, r1" in _error(c)
+    for h in c["analysis"]["hypotheses"]:
+        h["cell"]["variant"] = "default"  # the baseline inherits it
+    load_experiment(c)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from emflow.config.sections.training import Training
 from emflow.config.variants import merge
+from emflow.errors import EmflowError
+from emflow.train.recipe import check_layers
 from emflow.train.run import train_em_lora
 from support.recipes import cpu_recipe
 
@@ -52,3 +55,13 @@ def test_rank1_single_layer_variant_trains_exactly_the_named_module(tiny_base, t
     assert torch.count_nonzero(saved["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"]) > 0  # it trained
     config = json.loads((tmp_path / "run" / "checkpoint-3" / "adapter_config.json").read_text())
     assert (config["r"], config["layers_to_transform"], config["target_modules"]) == (1, [1], ["down_proj"])
+
+
+def test_a_layer_the_base_lacks_is_refused_before_loading_naming_the_variant(tiny_base):
+    training = Training.build(merge(cpu_recipe(checkpoints={"steps": [3]}), VARIANT))
+    check_layers(training, tiny_base, "variants.r1_down_l1")  # layer 1 of 2: fine
+    wrong = Training.build(merge(cpu_recipe(checkpoints={"steps": [3]}), {"lora": {"layers_to_transform": [0, 2]}}))
+    with pytest.raises(EmflowError) as err:
+        check_layers(wrong, tiny_base, "variants.r1_l2")
+    assert "variants.r1_l2.lora.layers_to_transform: layer 2 does not exist" in str(err.value)
+    assert "has 2 layers (0..1)" in str(err.value)

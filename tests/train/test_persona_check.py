@@ -122,7 +122,7 @@ def test_persona_that_changes_no_logit_fails_naming_it(tiny_base, zero_persona, 
     with pytest.raises(EmflowError, match="no effect on this base") as err:
         trainer_for(tiny_base, zero_persona, data, tmp_path, persona_mode=mode, field=field)
     message = str(err.value)
-    assert message.startswith(f"{SPEC} ({zero_persona}): {field}: base + persona moves no token")
+    assert message.startswith(f"config.yaml: {field}: persona {SPEC} ({zero_persona}): base + persona moves no token")
     assert "lora_B" in message and "\n" not in message
 
 

@@ -115,3 +115,14 @@ def test_train_refuses_a_persona_for_another_base_before_loading_anything(tiny_b
     with pytest.raises(EmflowError, match=r"personas\.sycophancy\.tiny: adapter .* does not fit base"):
         train_cli([*args, "--persona-field", "personas.sycophancy.tiny", "--base-mismatch", "intended"])
     assert not (tmp_path / "out").exists()
+
+
+def test_generate_refuses_it_too_since_step_0_may_run_before_training(tiny_base, narrow_persona, tmp_path):
+    from emflow.generate.cli import generate as generate_cli
+
+    out = tmp_path / "step-0.jsonl"
+    args = ["--base", str(tiny_base), "--persona", str(narrow_persona), "--steps", "0", "--out", str(out)]
+    args += ["--questions", str(tmp_path / "absent.yaml"), "--select", "{}", "--params", "{}", "--seed", "0"]
+    with pytest.raises(EmflowError, match=r"personas\.sycophancy\.tiny: adapter .* does not fit base"):
+        generate_cli([*args, "--persona-field", "personas.sycophancy.tiny"])
+    assert not out.exists()

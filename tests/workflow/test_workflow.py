@@ -138,7 +138,11 @@ RERUN_CASES = {
     # analysis); a variant no cell uses runs nothing (the report records the config's hash).
     "a new recipe variant with its cell": (
         "variants: {r1_down_l1: {lora: {r: 1, alpha: 2, target_modules: [down_proj], layers_to_transform: [1]}}}\n"
-        "cells: {D1: {model: tiny, persona: none, dataset: risky_demo, variant: r1_down_l1}}\n",
+        "cells: {D1: {model: tiny, persona: none, dataset: risky_demo, variant: r1_down_l1}}\n"
+        # H1/H2's baseline {persona: none} would pool both variants' runs: they name theirs (the parse says so)
+        "analysis: {hypotheses: ["
+        "{id: H1, cell: {persona: sycophancy, variant: default}, baseline: {persona: none}, direction: greater},"
+        "{id: H2, cell: {persona: goodness, variant: default}, baseline: {persona: none}, direction: less}]}\n",
         {"train": 1, "generate": 4, "judge": 4, "judge_secondary": 1, **ANALYSIS},
     ),
     "a recipe variant no cell uses": (
@@ -294,7 +298,7 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     rerun_analysis = ("tables/", "figures/", "report.html", "logs/analysis/")
     changed = {p for p in before if after.get(p) != before[p] and not p.startswith(rerun_analysis)}
     assert not changed, f"old outputs were rewritten: {sorted(changed)[:5]}"
-    assert (res / f"judgments/tiny/none/risky_demo/seed1/step-{DEMO_STEPS[-1]}.jsonl").is_file()
+    assert (res / f"judgments/tiny/none/risky_demo/default/seed1/step-{DEMO_STEPS[-1]}.jsonl").is_file()
     with open(res / "tables/em.csv") as fh:
         assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
 

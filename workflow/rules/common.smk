@@ -223,6 +223,11 @@ def training_params(w):
     return TRAINING_PARAMS[w.variant]
 
 
+def recipe_field(w):
+    """The config key of the run's recipe, for the trainer's errors."""
+    return "training" if w.variant == "default" else f"variants.{w.variant}"
+
+
 # Steps the trainer also saves, adapter only, for the geometry (checkpoints.analysis_every): no generate/judge jobs.
 _ANALYSIS_STEPS = {dv: ",".join(map(str, EXP.analysis_steps(*dv))) or "none" for dv in _DATASET_VARIANTS}
 
@@ -439,7 +444,8 @@ def judge_runtime(wildcards, input, attempt):
 
 def secondary_runtime(wildcards, input, attempt):
     # at most every answer of every evaluated step (the seeded sample is a part of them)
-    return _gpu_minutes("judge", _answers(input.questions) * len(_EVAL_STEPS[wildcards.dataset, wildcards.variant]), attempt)
+    steps = len(_EVAL_STEPS[wildcards.dataset, wildcards.variant])
+    return _gpu_minutes("judge", _answers(input.questions) * steps, attempt)
 
 
 def calibration_runtime(wildcards, attempt):

@@ -9,7 +9,8 @@
 GENERATE_CMD = (
     "emflow generate --base {params.base} --persona {params.persona} --run-dir {params.run_dir}"
     " --steps {params.steps} --out {output} --questions {input.questions} --select {params.select:q}"
-    " --params {params.gen:q} --seed {wildcards.seed} > {log} 2>&1"
+    " --params {params.gen:q} --seed {wildcards.seed} --base-spec {params.base_spec:q} {params.persona_fit}"
+    " > {log} 2>&1"
 )
 
 if not GENERATION.group_checkpoints:
@@ -31,6 +32,8 @@ if not GENERATION.group_checkpoints:
             select=RESOLVED_SELECT,
             gen=GENERATION_PARAMS,
             identity=run_identity,
+            base_spec=base_spec,
+            persona_fit=persona_fit_args,
         resources:
             **job_resources("gpu", generate_runtime),
         conda:
@@ -64,6 +67,8 @@ else:
                 select=RESOLVED_SELECT,
                 gen=GENERATION_PARAMS,
                 identity=run_identity,
+                base_spec=base_spec,
+                persona_fit=persona_fit_args,
             resources:
                 **job_resources("gpu", generate_runtime),
             conda:

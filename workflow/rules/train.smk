@@ -19,6 +19,7 @@ rule train:
         persona_spec=persona_spec,
         # the persona adapter's config key and base_mismatch, for the check that it fits the base
         persona_fit=persona_fit_args,
+        recipe_field=recipe_field,
         training=training_params,
         identity=run_identity,
         steps=checkpoint_steps,
@@ -35,4 +36,4 @@ rule train:
         " --eval {params.eval} --out-dir {output} --state-dir {params.state} --training {params.training:q}"
         " --steps {params.steps} --analysis-steps {params.analysis_steps} --seed {wildcards.seed}"
         " --base-spec {params.base_spec:q} --persona-spec {params.persona_spec:q}"
-        " {params.persona_fit} > {log} 2>&1"
+        " {params.persona_fit} --recipe-field {params.recipe_field} > {log} 2>&1"

@@ -19,7 +19,7 @@ def example_answers(
     """First ``per_cell`` answers per question × persona × step (and base × dataset × variant), by seed and sample;
     ``definitions`` is definitions.csv, whose ``definition`` row judges EM."""
     if answers.empty or per_cell <= 0:
-        return pd.DataFrame(columns=["question_id", "persona", "step", "seed", "aligned", "coherent", "em", "answer"])
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     d = EMDefinition.from_row(definitions[definitions["definition"] == definition].iloc[0])
     order = [c for c in ("seed", "paraphrase_index", "sample_index") if c in answers.columns]
     cell = ["question_id", "persona", "step", "dataset", "base"] + (["variant"] if "variant" in answers else [])

@@ -123,5 +123,6 @@ def step0_examples(examples: pd.DataFrame, step0: pd.DataFrame) -> pd.DataFrame:
     df = examples[examples["step"] == 0].copy()
     plain = set(step0.loc[step0["has_persona"] == False, "persona"]) if "has_persona" in step0 else set()  # noqa: E712
     df["_persona_first"] = ~df["persona"].isin(plain)
-    order = [c for c in ("question_id", "_persona_first", "persona", "base", "dataset", "seed") if c in df.columns]
+    keys = ("question_id", "_persona_first", "persona", "base", "dataset", "variant", "seed")
+    order = [c for c in keys if c in df.columns]
     return df.sort_values(order, kind="stable").drop(columns="_persona_first").reset_index(drop=True)

@@ -16,7 +16,7 @@ from emflow.config.schedule import analysis_steps, resolve_steps, total_steps
 from emflow.config.schema import validate_config
 from emflow.config.sections import section_class
 from emflow.config.variants import DEFAULT_VARIANT, validate_variants, variant_training
-from emflow.errors import user_error
+from emflow.errors import EmflowError, user_error
 from emflow.io import stable_hash
 from emflow.layout import RUN
 
@@ -117,6 +117,25 @@ class Experiment:
                                 f"{name!r} is not in {tables[key]}",
                                 f"use one of: {', '.join(known)}",
                             )
+            self._check_one_variant(where, h)
+
+    def _check_one_variant(self, where: str, h: dict) -> None:
+        """A hypothesis side that names no variant must not pool runs of several recipes (a rank-1 run beside an
+        r32 one would bias the verdict without a sign)."""
+        sides = {"cell": h["cell"], "baseline": {**h["cell"], **h["baseline"]}}  # the baseline inherits the cell's
+        for side, filters in sides.items():
+            if "variant" in filters:
+                continue
+            wanted = {k: v if isinstance(v, list) else [v] for k, v in filters.items() if k != "step"}
+            runs = [r for r in self.runs if all(getattr(r, k) in map(str, v) for k, v in wanted.items())]
+            variants = list(dict.fromkeys(r.variant for r in runs))
+            if len(variants) > 1:
+                raise user_error(
+                    self.source,
+                    f"{where}.{side}",
+                    f"pools the runs of variants {', '.join(variants)}",
+                    "add `variant: <name>` (or a list of names) to the hypothesis's cell or baseline",
+                )
 
     def demo_archive(self):
         """The dataset spec whose archive the demo writes (under demo.out_dir): its password settings are the
@@ -195,8 +214,14 @@ class Experiment:
         if (dataset, variant) not in self._steps:
             total, per_epoch = self.steps_total(dataset, variant)
             checkpoints = variant_training(self.config, variant)["checkpoints"]
-            where = self.source if variant == DEFAULT_VARIANT else f"{self.source} (variant {variant})"
-            self._steps[dataset, variant] = resolve_steps(checkpoints, total, per_epoch, source=where)
+            try:
+                self._steps[dataset, variant] = resolve_steps(checkpoints, total, per_epoch, source=self.source)
+            except EmflowError as err:  # a variant's own steps: name its key, where its checkpoints can be set
+                if variant == DEFAULT_VARIANT:
+                    raise
+                head = f"{self.source}: training."
+                msg = str(err).replace(head, f"{self.source}: variants.{variant}.", 1)
+                raise EmflowError(f"{msg} (the variant inherits training.checkpoints; override it there)") from None
         return list(self._steps[dataset, variant])
 
     def analysis_steps(self, dataset: str, variant: str = DEFAULT_VARIANT) -> list[int]:

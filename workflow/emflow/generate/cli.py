@@ -48,8 +48,23 @@ def generate(argv: list[str]) -> None:
     ap.add_argument("--select", required=True, help='JSON: {"ids": [...]|null}')
     ap.add_argument("--params", required=True, help="JSON: the config's generation section")
     ap.add_argument("--seed", required=True, type=int)
+    ap.add_argument("--base-spec", default=None, help="the config's model spec (hf:OWNER/NAME@REVISION)")
+    ap.add_argument(
+        "--persona-field", default="personas", help="the config key of the persona's adapter, for its errors"
+    )
+    ap.add_argument("--base-mismatch", choices=["refused", "intended"], default="refused")
     a = ap.parse_args(argv)
     setup_logging()
+    if a.persona is not None:  # step 0 may run before training: the same fit check, before anything loads
+        from emflow.train.persona_fit import check_persona_fit
+
+        check_persona_fit(
+            a.base,
+            a.persona,
+            base_spec=a.base_spec,
+            field=a.persona_field,
+            mismatch_intended=a.base_mismatch == "intended",
+        )
     steps = parse_steps(a.steps)
     if len(steps) != len(a.out):
         raise user_error("command line", "--out", f"{len(a.out)} files for {len(steps)} steps", "one file per step")

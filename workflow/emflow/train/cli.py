@@ -21,6 +21,7 @@ def train(argv: list[str]) -> None:
     """Train the EM LoRA on top of the frozen persona, saving EM-only checkpoints at the given steps."""
     from emflow.config.sections.training import Training
     from emflow.train.persona_fit import check_persona_fit
+    from emflow.train.recipe import check_layers
     from emflow.train.run import train_em_lora
 
     p = argparse.ArgumentParser(prog="emflow train", description=train.__doc__)
@@ -53,6 +54,11 @@ def train(argv: list[str]) -> None:
         default="refused",
         help="intended: the adapter records another base model on purpose (a warning, not an error)",
     )
+    p.add_argument(
+        "--recipe-field",
+        default="training",
+        help="the config key of the run's recipe (training, or variants.<name>), for its errors",
+    )
     a = p.parse_args(argv)
     setup_logging()
     if a.persona is not None:  # before loading anything: a persona for another base fails in seconds
@@ -63,13 +69,15 @@ def train(argv: list[str]) -> None:
             field=a.persona_field,
             mismatch_intended=a.base_mismatch == "intended",
         )
+    training = load_params(Training, a.training, "--training")
+    check_layers(training, a.base, a.recipe_field)  # before loading anything
     train_em_lora(
         base=a.base,
         persona=a.persona,
         train_path=a.train,
         eval_path=a.eval,
         out_dir=a.out_dir,
-        training=load_params(Training, a.training, "--training"),
+        training=training,
         steps=_steps(a.steps),
         analysis_steps=_steps(a.analysis_steps, "--analysis-steps"),
         seed=a.seed,

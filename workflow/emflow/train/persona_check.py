@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from emflow.config.sections.training import PersonaCheck
 from emflow.errors import user_error
 from emflow.models import EM
+from emflow.train.recipe import SOURCE
 from emflow.train.stack import activate, has_persona
 from emflow.train.tokenize import IGNORE
 
@@ -148,9 +149,10 @@ def persona_effect(
     )
     if record["max_change_persona"] <= check.min_change:
         raise user_error(
-            persona,
-            field or "persona adapter",
-            f"base + persona moves no token log-probability by more than training.persona_check.min_change = "
+            SOURCE,
+            field or f"personas ({persona})",
+            f"persona {persona}: base + persona moves no token log-probability by more than "
+            f"training.persona_check.min_change = "
             f"{check.min_change:g} against the base alone (max |change| {record['max_change_persona']:.3g} {where}):"
             " the persona has no effect on this base",
             "check that the adapter's lora_B weights are not all zero and that it was trained for this base model",

@@ -7,6 +7,8 @@ report what only the running machine can tell (no GPU, a missing package, a name
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 from emflow.config.sections.training import Training
 from emflow.errors import user_error
@@ -38,6 +40,23 @@ def lora_config(training: Training):
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def check_layers(training: Training, base: str | Path, recipe_field: str = "training") -> None:
+    """``lora.layers_to_transform`` must name layers the base has: said before anything loads, naming the recipe's
+    key (``training`` or ``variants.<name>``), not as PEFT's error once the model is on the GPU."""
+    layers = training.lora.layers_to_transform
+    if not layers:
+        return
+    config = json.loads((Path(base) / "config.json").read_text())
+    n = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
+    if n is not None and max(layers) >= n:
+        raise user_error(
+            SOURCE,
+            f"{recipe_field}.lora.layers_to_transform",
+            f"layer {max(layers)} does not exist: base {base} has {n} layers (0..{n - 1})",
+            f"name layers below {n}, or give this base its own variant",
+        )
 
 
 def use_cpu(training: Training) -> bool:
