@@ -32,7 +32,7 @@ from emflow.config.cluster import parse_cluster
 from emflow.config.experiment import load_experiment
 from emflow.config.files import load_config_files
 from emflow.data.questions import read_question_file
-from emflow.layout import Layout
+from emflow.layout import RUN_KEYS, Layout
 from support.slurm_cluster import SlurmCluster, ensure_installed
 from support.snakemake_runner import explain_timeout
 from support.stub_server import StubServer
@@ -123,10 +123,38 @@ def test_leonardo_profile_dry_run_resolves_gpu_jobs_and_grouped_generation(tmp_p
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout + done.stderr
-    assert "Group job generate_tiny_goodness_risky_demo_0" in out
+    assert "Group job generate_tiny_goodness_risky_demo_default_0" in out
     assert f"slurm_partition=boost_usr_prod, slurm_account={ACCOUNT}" in out
     # Where each group of rules goes, said once when the DAG is built.
     assert "gpu jobs -> boost_usr_prod" in out and "internet jobs -> lrd_all_serial" in out
+
+
+def test_grouped_generation_is_one_slurm_job_per_run_with_recipe_variants(tmp_path):
+    """The group id names every run key: two recipe variants of one base/persona/dataset/seed (the replication
+    overlay's 8B cells) are two runs, so two group jobs, each waiting only for its own run's training."""
+    repo = _copy_repo(tmp_path / "repo")
+    configfiles = ["config.yaml", "config/replication.yaml"]
+    done = subprocess.run(
+        [str(VENV_BIN / "snakemake"), "--profile", "profiles/leonardo", "-n", "--configfile", *configfiles],
+        cwd=repo,
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "EMFLOW_ACCOUNT": ACCOUNT},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    groups = sorted(
+        line.split("Group job ", 1)[1].split(" ", 1)[0]
+        for line in (done.stdout + done.stderr).splitlines()
+        if "Group job " in line
+    )
+    exp = load_experiment(load_config_files([repo / f for f in configfiles]))
+    expected = sorted(f"generate_{r.base}_{r.persona}_{r.dataset}_{r.variant}_{r.seed}" for r in exp.runs)
+    assert {r.variant for r in exp.runs} == {"default", "r1_down_l16"}
+    assert groups == expected
+    for profile in ("leonardo", "slurm-test"):
+        group_id = _profile(profile)["groups"]["generate"]
+        assert all(f"{{{key}}}" in group_id for key in RUN_KEYS), (profile, group_id)
 
 
 # The Phase-1 and replication probe sets: Betley et al.'s eight main first-plot questions, one phrasing each
@@ -491,7 +519,7 @@ def test_gpu_rules_go_through_sbatch_with_gres_partition_walltime_and_account(ru
     assert len(by_name.get("judge", [])) == 3 * 4  # 3 runs x steps 0, 10, 20, 36
     # All checkpoints of a run in one Slurm job: one generate group job per run, none per checkpoint.
     for persona in ("none", "sycophancy", "goodness"):
-        assert len([g for g in gen_groups if g.startswith(f"generate_tiny_{persona}_risky_demo_0")]) == 1
+        assert len([g for g in gen_groups if g.startswith(f"generate_tiny_{persona}_risky_demo_default_0")]) == 1
     assert len(gen_groups) == 3 and all(len(by_name[g]) == 1 for g in gen_groups)
     assert "generate" not in by_name
     for name, calls in by_name.items():
