@@ -1,10 +1,11 @@
 """Parse and DAG cost of emflow's workflow against a plain Snakefile with the same jobs.
 
-The Phase-1 grid (config.yaml) widened to ``--seeds`` seeds (100: 300 `train`, 1,500 `generate` and 1,500
-`judge` jobs) is dry-run (``snakemake -n``) by emflow's Snakefile and by a plain Snakefile written here: the same
-rules, wildcards, outputs, logs, benchmark files and inputs as literal patterns and lists; no params, no input
-functions, no conda environment, no config validation. Both are timed alternating, ``--repeats`` times, quiet
-(``--quiet rules``) and printing every job (plain ``-n``); the medians and their ratios are printed side by side.
+The Phase-1 grid (config.yaml) widened to ``--seeds`` seeds (100: 300 `train`, 1,200 `generate` and 1,200
+`judge` jobs, and 300 each of step 0's `generate_step0`, `judge_step0` and its two `share_step0_*` copies) is
+dry-run (``snakemake -n``) by emflow's Snakefile and by a plain Snakefile written here: the same rules, wildcards,
+outputs, logs, benchmark files and inputs as literal patterns and lists; no params, no input functions, no conda
+environment, no config validation. Both are timed alternating, ``--repeats`` times, quiet (``--quiet rules``) and
+printing every job (plain ``-n``); the medians and their ratios are printed side by side.
 The job counts of both dry runs are checked equal, so the two graphs are the same.
 
     .venv/bin/python benchmarks/dag_scale.py [--seeds 100] [--repeats 3] [--checkout DIR]
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 from emflow.config.experiment import load_experiment  # noqa: E402
 from emflow.config.files import load_config_files  # noqa: E402
-from emflow.layout import RUN, Layout  # noqa: E402
+from emflow.layout import RUN, STEP0, Layout  # noqa: E402
 
 SOURCES = ("Snakefile", "config.yaml", "config", "workflow", "profiles")
 
@@ -49,6 +50,7 @@ def plain_snakefile(config: dict) -> str:
     steps = {(r.dataset, r.variant): exp.eval_steps(r.dataset, r.variant) for r in exp.runs}
     judgments = [lay.judgments(RUN.format(**k), s) for k in runs for s in steps[k["dataset"], k["variant"]]]
     run_dirs = [lay.run_dir(RUN.format(**k)) for k in runs]
+    step0_answers = [lay.generations(RUN.format(**k), 0) for k in runs]
     tables = [
         lay.table(n)
         for n in (
@@ -78,6 +80,7 @@ def plain_snakefile(config: dict) -> str:
     return f"""
 JUDGMENTS = {judgments!r}
 RUN_DIRS = {run_dirs!r}
+STEP0_ANSWERS = {step0_answers!r}
 TABLES = {tables!r}
 FIGURES = {figures!r}
 
@@ -87,7 +90,7 @@ wildcard_constraints:
     step=r"\\d+",
 
 rule all:
-    input: "{lay.report}", TABLES, FIGURES
+    input: "{lay.report}", TABLES, FIGURES, STEP0_ANSWERS
 
 rule fetch_hf:
     output: directory("resources/hf/{{owner}}/{{name}}/{{revision}}")
@@ -122,12 +125,20 @@ rule train:
     benchmark: "{lay.logs}/train/{RUN}.benchmark.tsv"
     shell: "true"
 
+rule generate_step0:
+    input: "resources/hf/Qwen/base/main", "resources/hf/maius/personas/main", "{lay.questions}"
+    output: "{lay.step0_generations()}"
+    log: "{lay.log("generate", "step0/" + STEP0)}"
+    benchmark: "{lay.logs}/generate/step0/{STEP0}.benchmark.tsv"
+    shell: "true"
+
 rule generate:
     input: "resources/hf/Qwen/base/main", "resources/hf/maius/personas/main", "{lay.questions}",
            "{lay.run_dir()}"
     output: "{lay.generations()}"
     log: "{lay.log("generate", RUN + "/step-{step}")}"
     benchmark: "{lay.logs}/generate/{RUN}/step-{{step}}.benchmark.tsv"
+    wildcard_constraints: step=r"[1-9]\\d*"
     shell: "true"
 
 rule judge_calibration:
@@ -141,6 +152,26 @@ rule judge:
     output: "{lay.judgments()}"
     log: "{lay.log("judge", RUN + "/step-{step}")}"
     benchmark: "{lay.logs}/judge/{RUN}/step-{{step}}.benchmark.tsv"
+    wildcard_constraints: step=r"[1-9]\\d*"
+    shell: "true"
+
+rule judge_step0:
+    input: "{lay.step0_generations()}", "{lay.questions}", "{lay.calibration}"
+    output: "{lay.step0_judgments()}"
+    log: "{lay.log("judge", "step0/" + STEP0)}"
+    benchmark: "{lay.logs}/judge/step0/{STEP0}.benchmark.tsv"
+    shell: "true"
+
+rule share_step0_generations:
+    input: "{lay.step0_generations()}"
+    output: "{lay.generations(step=0)}"
+    log: "{lay.log("generate", RUN + "/share_step0")}"
+    shell: "true"
+
+rule share_step0_judgments:
+    input: "{lay.step0_judgments()}"
+    output: "{lay.judgments(step=0)}"
+    log: "{lay.log("judge", RUN + "/share_step0")}"
     shell: "true"
 
 rule aggregate:

@@ -126,11 +126,27 @@ def test_unpriced_model_has_no_dollars_and_says_so(config, tmp_path):
 
 def test_judged_steps_are_not_pending(config, tmp_path):
     root = tmp_path / "results" / "demo"
-    write_jsonl(root / "judgments" / RUN / "step-0.jsonl", [{"x": 1}])
+    write_jsonl(root / "judgments" / RUN / "step-5.jsonl", [{"x": 1}])
+    write_jsonl(root / "step0" / "judgments" / "tiny/sycophancy/seed0.jsonl", [{"x": 1}])  # its shared step 0
     est = estimate.estimate(config, results_root=tmp_path / "results")
     run = next(r for r in est["runs"] if r["run"] == RUN)
-    assert run["pending_steps"] == [5, 10, 14]
-    assert est["total"]["calls"] == (RUNS * STEPS - 1) * CALLS_PER_STEP
+    assert run["pending_steps"] == [10, 14]
+    assert est["total"]["calls"] == (RUNS * STEPS - 2) * CALLS_PER_STEP
+
+
+def test_step0_shared_by_datasets_and_variants_is_counted_once(config, tmp_path):
+    """Step 0 depends on base, persona and seed only: a second recipe variant of a cell adds its checkpoints'
+    calls, not another step 0; a second seed adds a step 0 of its own."""
+    config["variants"] = {"slow": {"learning_rate": 1.0e-4}}
+    config["cells"]["B2"] = {**config["cells"]["B1"], "variant": "slow"}
+    config["analysis"]["hypotheses"] = []  # the demo's would pool the two variants
+    est = estimate.estimate(config, results_root=tmp_path / "results")
+    pending = {r["run"]: r["pending_steps"] for r in est["runs"]}
+    assert pending[RUN] == [0, 5, 10, 14] and pending[RUN.replace("default", "slow")] == [5, 10, 14]
+    assert est["total"]["calls"] == (RUNS * STEPS + STEPS - 1) * CALLS_PER_STEP
+    config["seeds"] = [0, 1]
+    two_seeds = estimate.estimate(config, results_root=tmp_path / "results")
+    assert two_seeds["total"]["calls"] == 2 * (RUNS * STEPS + STEPS - 1) * CALLS_PER_STEP
 
 
 def _generations(root, step: int, answers: list[str]) -> list[dict]:

@@ -420,6 +420,50 @@ def test_hf_judge_scores_rows_in_range(hf_backend, files):
     assert again["called"] == 0
 
 
+def test_hf_judge_with_every_answer_cached_never_loads_its_model(hf_backend, files, monkeypatch):
+    """A job whose answers another job already scored (step 0 shared by several runs, a rerun) reads the cache
+    and leaves the GPU alone: the model is loaded at the first miss only."""
+    from emflow import models
+
+    section = Judge.build(
+        {
+            "backend": "hf",
+            "model": hf_backend.model,
+            "top_logprobs": 20,
+            "min_numeric_mass": 0.0,
+            "cache_dir": str(files["cache"]),
+            "device": "cpu",
+            "dtype": "fp32",
+        }
+    )
+    first = judge.judge_generations(
+        generations_path=files["generations"],
+        questions_path=files["questions"],
+        out_path=files["out"],
+        judge=section,
+        backend=hf_backend,
+    )
+    assert first["called"] == N_REQUESTS
+    scored = files["out"].read_bytes()
+    files["out"].unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the judge model was loaded although every answer was cached")
+
+    monkeypatch.setattr(models, "load_base", refuse)
+    fresh = make_backend(section)
+    again = judge.judge_generations(
+        generations_path=files["generations"],
+        questions_path=files["questions"],
+        out_path=files["out"],
+        judge=section,
+        backend=fresh,
+    )
+    assert again["called"] == 0 and files["out"].read_bytes() == scored
+    with pytest.raises(AssertionError, match="every answer was cached"):
+        fresh.number_logprobs(MESSAGES)  # a miss would load it
+
+
 def test_cli_prints_one_line_for_a_missing_key(server, files, monkeypatch, capsys):
     from emflow.cli import main
 

@@ -24,7 +24,16 @@ from support.snakemake_runner import TIMEOUT_S, copy_sources, run_snakemake
 
 SEEDS = (0, 1, 2)
 THREADS = (1, 2)
-RULES = ("demo_assets", "demo_judge", "train", "generate", "judge", "judge_calibration")
+RULES = (
+    "demo_assets",
+    "demo_judge",
+    "train",
+    "generate",
+    "generate_step0",
+    "judge",
+    "judge_step0",
+    "judge_calibration",
+)
 # Generous: one cell on two cores takes ~2-3 min; a busy machine may be several times slower.
 
 

@@ -47,7 +47,11 @@ def test_replication_grid_is_three_llamas_by_two_datasets_with_hand_computed_ste
 def test_replication_dry_run_lists_eight_trainings_and_every_checkpoint(checkout):
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", "--configfile", *REPLICATION))
     assert counts["train"] == 8  # 3 Llamas x 2 datasets with r16, and the 8B x 2 datasets with the rank-1 variant
-    assert counts["generate"] == counts["judge"] == 4 * (len(STEPS["bad_medical"]) + len(STEPS["risky_financial"]))
+    # every checkpoint of every run; step 0 once per base (no persona, one seed), copied into that base's runs
+    checkpoints = len(STEPS["bad_medical"]) + len(STEPS["risky_financial"]) - 2
+    assert counts["generate"] == counts["judge"] == 4 * checkpoints
+    assert counts["generate_step0"] == counts["judge_step0"] == len(MODELS)
+    assert counts["share_step0_generations"] == counts["share_step0_judgments"] == 8
     assert counts["fetch_hf"] == 3  # three base models, no persona
     assert counts["fetch_url"] == 2  # the shared archive once, and the question file
     assert counts["prepare_dataset"] == counts["split_dataset"] == 2
@@ -109,5 +113,8 @@ def test_smoke_dry_run_is_one_small_model_on_the_three_model_organisms_datasets(
     assert exp.config["models"]["small-instruct"].startswith("hf:Qwen/Qwen2.5-0.5B-Instruct@")
     assert all(exp.eval_steps(d) == [0, 12, 25] for d in ("bad_medical", "risky_financial", "extreme_sports"))
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", "--configfile", *smoke))
-    assert counts["train"] == 3 and counts["generate"] == counts["judge"] == 9
+    assert counts["train"] == 3 and counts["generate"] == counts["judge"] == 3 * 2
+    # one step 0 for the three datasets' runs (same base, no persona, one seed), and a copy in each run
+    assert counts["generate_step0"] == counts["judge_step0"] == 1
+    assert counts["share_step0_generations"] == counts["share_step0_judgments"] == 3
     assert counts["fetch_hf"] == 1 and counts["fetch_url"] == 2  # the model; the shared archive and questions

@@ -42,9 +42,11 @@ VENV_BIN = Path(sys.executable).parent
 PARTITION = "emflow_test"
 SERIAL = "emflow_serial"
 ACCOUNT = "emflow_ci"
-GPU_RULES = {"train", "generate", "judge", "judge_calibration"}
+GPU_RULES = {"train", "generate", "generate_step0", "judge", "judge_step0", "judge_calibration"}
 INTERNET_RULES = {"fetch_url", "judge_calibration"}
 LOCAL_RULES = {
+    "share_step0_generations",
+    "share_step0_judgments",
     "demo_assets",
     "demo_judge",
     "resolve_questions",
@@ -230,18 +232,23 @@ def test_dry_run_prints_walltimes_from_the_plan_for_phase1_and_replication(tmp_p
         for job in jobs:
             by_rule.setdefault(job["rule"], []).append(job)
         assert len(by_rule["train"]) == len(exp.runs) and len(by_rule["generate"]) == len(_all_steps(exp))
+        assert len(by_rule["generate_step0"]) == len({r.step0_key for r in exp.runs})
         for job in by_rule["train"]:
             steps = exp.steps_total(job["wildcards"]["dataset"])[0]
             assert int(job["resources"]["runtime"]) == cluster.gpu_minutes("train", steps, 1), (configfiles, job)
-        for job in by_rule["generate"]:
+        for job in by_rule["generate"] + by_rule["generate_step0"]:
             assert int(job["resources"]["runtime"]) == cluster.gpu_minutes("generate", answers, 1), job
-        gpu_jobs = by_rule["train"] + by_rule["generate"]
+        gpu_jobs = by_rule["train"] + by_rule["generate"] + by_rule["generate_step0"]
         assert all(j["resources"]["slurm_partition"] == "boost_usr_prod" for j in gpu_jobs)
         assert all(j["resources"]["gres"] == "gpu:1" for j in gpu_jobs)
         assert all(int(j["resources"]["runtime"]) <= cluster.kinds["gpu"].max_runtime for j in gpu_jobs)
         # the API judge (run_on job) and the fetches: the serial partition, never past its limits
-        internet = [j for r in ("judge", "judge_calibration", "fetch_hf", "fetch_url") for j in by_rule.get(r, [])]
-        assert {"judge", "judge_calibration", "fetch_hf"} <= {j["rule"] for j in internet}
+        internet = [
+            j
+            for r in ("judge", "judge_step0", "judge_calibration", "fetch_hf", "fetch_url")
+            for j in by_rule.get(r, [])
+        ]
+        assert {"judge", "judge_step0", "judge_calibration", "fetch_hf"} <= {j["rule"] for j in internet}
         for job in internet:
             res = job["resources"]
             assert res["slurm_partition"] == "lrd_all_serial" and "gres" not in res, job
@@ -250,7 +257,8 @@ def test_dry_run_prints_walltimes_from_the_plan_for_phase1_and_replication(tmp_p
 
 
 def _all_steps(exp) -> list[tuple[str, int]]:
-    return [(r.key, s) for r in exp.runs for s in exp.eval_steps(r.dataset)]
+    """Every run's checkpoints (step 0 is generate_step0's, once per base/persona/seed)."""
+    return [(r.key, s) for r in exp.runs for s in exp.steps(r.dataset, r.variant)]
 
 
 # --- the real cluster ------------------------------------------------------------------------------------
@@ -491,7 +499,9 @@ def _demo_walltimes(repo: Path) -> dict[str, int]:
     return {
         "train": cluster.gpu_minutes("train", steps, 1),
         "generate": cluster.gpu_minutes("generate", answers, 1),
+        "generate_step0": cluster.gpu_minutes("generate", answers, 1),
         "judge": cluster.gpu_minutes("judge", answers, 1),
+        "judge_step0": cluster.gpu_minutes("judge", answers, 1),
         "judge_calibration": cluster.gpu_minutes("judge", 0, 1),
         # judge.secondary: one job per run over (a sample of) every evaluated step's answers
         "judge_secondary": cluster.gpu_minutes("judge", answers * len(exp.eval_steps("risky_demo")), 1),
@@ -514,9 +524,11 @@ def test_gpu_rules_go_through_sbatch_with_gres_partition_walltime_and_account(ru
     by_name: dict[str, list[list[str]]] = {}
     for argv in argvs:
         by_name.setdefault(_submitted_name(argv), []).append(argv)
-    gen_groups = {n for n in by_name if n.startswith("generate_")}
+    gen_groups = {n for n in by_name if n.startswith("generate_") and n != "generate_step0"}
     assert len(by_name.get("train", [])) == 3, sorted(by_name)
-    assert len(by_name.get("judge", [])) == 3 * 4  # 3 runs x steps 0, 10, 20, 36
+    assert len(by_name.get("judge", [])) == 3 * 3  # 3 runs x steps 10, 20, 36
+    # step 0 per base/persona/seed: the demo's three runs have three personas, so three of each
+    assert len(by_name.get("generate_step0", [])) == len(by_name.get("judge_step0", [])) == 3
     # All checkpoints of a run in one Slurm job: one generate group job per run, none per checkpoint.
     for persona in ("none", "sycophancy", "goodness"):
         assert len([g for g in gen_groups if g.startswith(f"generate_tiny_{persona}_risky_demo_default_0")]) == 1
@@ -524,14 +536,21 @@ def test_gpu_rules_go_through_sbatch_with_gres_partition_walltime_and_account(ru
     assert "generate" not in by_name
     for name, calls in by_name.items():
         rule = "generate" if name in gen_groups else name
-        steps = 4 if name in gen_groups else 1  # a group's walltime is the sum of its checkpoints' walltimes
+        steps = 3 if name in gen_groups else 1  # a group's walltime is the sum of its checkpoints' walltimes
         for argv in calls:
             assert "--gres=gpu:1" in argv, argv
             assert _option(argv, "-p") == PARTITION and _option(argv, "-A") == ACCOUNT, argv
             assert int(_option(argv, "-t")) == walltime[rule] * steps, argv
             assert int(_option(argv, "--mem")) == gpu.resources["mem_mb"], argv
     assert len(by_name.get("judge_calibration", [])) == 1  # the gate: once, before any judge job
-    assert set(by_name) - gen_groups == {"train", "judge", "judge_calibration", *_demo_secondary_rules()}
+    assert set(by_name) - gen_groups == {
+        "train",
+        "generate_step0",
+        "judge",
+        "judge_step0",
+        "judge_calibration",
+        *_demo_secondary_rules(),
+    }
     # Slurm ran them: its per-job logs exist (the profile keeps successful ones).
     assert len(list((runs["slurm"] / "logs" / "slurm").rglob("*.log"))) == len(argvs)
 

@@ -20,8 +20,10 @@ from support.snakemake_runner import copy_sources, job_counts, snakemake
 def test_phase1_dry_run_lists_three_trainings_and_fifteen_generations(checkout):
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules"))
     assert counts["train"] == 3
-    assert counts["generate"] == 15  # steps 0, 100, 200, 300 and final (338) for each of 3 runs
-    assert counts["judge"] == 15
+    assert counts["generate"] == counts["judge"] == 12  # steps 100, 200, 300 and final (338) for each of 3 runs
+    # step 0 once per base/persona/seed (three personas here), copied into each run
+    assert counts["generate_step0"] == counts["judge_step0"] == 3
+    assert counts["share_step0_generations"] == counts["share_step0_judgments"] == 3
     assert counts["fetch_hf"] == 2  # the base model and the personas repo, fetched once each
     out = snakemake(checkout, "-n", "-p")
     for step in (0, 100, 200, 300, 338):
@@ -35,7 +37,7 @@ def test_geometry_only_steps_show_in_the_dry_run_and_add_no_jobs(checkout):
     (checkout / "dense.yaml").write_text("training: {checkpoints: {analysis_every: 50}}\n")
     out = snakemake(checkout, "-n", "-p", "--configfile", "config.yaml", "dense.yaml")
     counts = job_counts(out)
-    assert (counts["train"], counts["generate"], counts["judge"]) == (3, 15, 15)  # as without analysis_every
+    assert (counts["train"], counts["generate"], counts["judge"]) == (3, 12, 12)  # as without analysis_every
     assert out.count("--steps 100,200,300,338 --analysis-steps 50,150,250 ") == 3
 
 
@@ -80,19 +82,25 @@ def demo_run(tmp_path_factory) -> Path:
 # A change to each input that determines results, as an overlay on the demo, and the jobs it must rerun
 # (dry-run counts; the analysis and `all` always follow). Everything else must stay as it is.
 ANALYSIS = {"aggregate": 1, "figures": 1, "report": 1, "all": 1}
+# Step 0 (generate_step0, judge_step0: once per base/persona/seed; share_step0_*: its copies into each run) for
+# all three runs, for one, and the judging alone (a new primary judge leaves the answers, so the secondary, alone).
+COPIES = {"share_step0_generations": 3, "share_step0_judgments": 3}
+STEP0_ALL = {"generate_step0": 3, "judge_step0": 3, **COPIES}
+STEP0_ONE = {"generate_step0": 1, "judge_step0": 1, "share_step0_generations": 1, "share_step0_judgments": 1}
+REJUDGE = {"judge": 9, "judge_step0": 3, "share_step0_judgments": 3}
 RERUN_CASES = {
     "nothing (the same config, merged the other way)": ("", {}),
     "base model (another folder)": (
         "models: {tiny: COPY_OF_BASE}\n",
-        {"train": 3, "generate": 12, "judge": 12, "judge_secondary": 3, **ANALYSIS},
+        {"train": 3, "generate": 9, "judge": 9, "judge_secondary": 3, **STEP0_ALL, **ANALYSIS},
     ),
     "persona (another folder)": (
         "personas: {goodness: COPY_OF_GOODNESS}\n",
-        {"train": 1, "generate": 4, "judge": 4, "judge_secondary": 1, **ANALYSIS},
+        {"train": 1, "generate": 3, "judge": 3, "judge_secondary": 1, **STEP0_ONE, **ANALYSIS},
     ),
     "judge model (another folder)": (
         "judge: {model: COPY_OF_JUDGE}\n",
-        {"judge_calibration": 1, "judge": 12, **ANALYSIS},
+        {"judge_calibration": 1, **REJUDGE, **ANALYSIS},
     ),
     "training recipe": (
         "training: {learning_rate: 0.002}\n",
@@ -104,20 +112,21 @@ RERUN_CASES = {
     ),
     "generation parameters": (
         "generation: {temperature: 0.7}\n",
-        {"generate": 12, "judge": 12, "judge_secondary": 3, **ANALYSIS},
+        {"generate": 9, "judge": 9, "judge_secondary": 3, **STEP0_ALL, **ANALYSIS},
     ),
-    "judge parameters": ("judge: {min_numeric_mass: 0.3}\n", {"judge_calibration": 1, "judge": 12, **ANALYSIS}),
+    "judge parameters": ("judge: {min_numeric_mass: 0.3}\n", {"judge_calibration": 1, **REJUDGE, **ANALYSIS}),
     "calibration floor": (
         "judge: {calibration: {min_auroc: {aligned: 0.95, coherent: 0.6}}}\n",
-        {"judge_calibration": 1, "judge": 12, **ANALYSIS},
+        {"judge_calibration": 1, **REJUDGE, **ANALYSIS},
     ),
     "question set": (
         "questions: {samples_per_paraphrase: 4}\n",
         {
             "resolve_questions": 1,
-            "generate": 12,
+            "generate": 9,
             "judge_calibration": 1,
-            "judge": 12,
+            "judge": 9,
+            **STEP0_ALL,
             "judge_calibration_secondary": 1,
             "judge_secondary": 3,
             **ANALYSIS,
@@ -143,7 +152,8 @@ RERUN_CASES = {
         "analysis: {hypotheses: ["
         "{id: H1, cell: {persona: sycophancy, variant: default}, baseline: {persona: none}, direction: greater},"
         "{id: H2, cell: {persona: goodness, variant: default}, baseline: {persona: none}, direction: less}]}\n",
-        {"train": 1, "generate": 4, "judge": 4, "judge_secondary": 1, **ANALYSIS},
+        # its step 0 is A1's (same base, persona and seed): only the run's copy of it is new
+        {"train": 1, "generate": 3, "judge": 3, **{k: 1 for k in COPIES}, "judge_secondary": 1, **ANALYSIS},
     ),
     "a recipe variant no cell uses": (
         "variants: {r1_down_l1: {lora: {r: 1, alpha: 2}}}\n",
@@ -278,6 +288,11 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     for persona, step, adapters in (("none", 0, []), ("goodness", 0, ["persona"]), ("goodness", 20, ["persona", "em"])):
         gens = res / f"generations/tiny/{persona}/risky_demo/default/seed0/step-{step}.jsonl"
         assert {tuple(json.loads(line)["adapters"]) for line in gens.read_text().splitlines()} == {tuple(adapters)}
+    # Step 0 is made once per base/persona/seed under step0/; each run's step-0 files are exact copies of it.
+    for persona in ("none", "sycophancy", "goodness"):
+        for kind in ("generations", "judgments"):
+            shared = (res / f"step0/{kind}/tiny/{persona}/seed0.jsonl").read_bytes()
+            assert (res / f"{kind}/tiny/{persona}/risky_demo/default/seed0/step-0.jsonl").read_bytes() == shared
 
     before = _snapshot(res)
     (checkout / "seeds.yaml").write_text("seeds: [0, 1]\n")
@@ -285,8 +300,9 @@ def test_demo_end_to_end_then_a_new_seed_reruns_only_what_is_new(demo_run):
     counts = job_counts(snakemake(checkout, "-n", "--quiet", "rules", *args))
     assert counts == {
         "train": 3,
-        "generate": 12,
-        "judge": 12,
+        "generate": 9,
+        "judge": 9,
+        **STEP0_ALL,
         "judge_secondary": 3,
         "aggregate": 1,
         "figures": 1,

@@ -5,6 +5,11 @@ A run's key is ``<base>/<persona>/<dataset>/<variant>/seed<seed>`` (variant: the
 ``default`` for the training section itself). Each path method takes a run key and a step; their
 defaults are the Snakemake wildcards, so ``Layout(...).judgments()`` is the rule's output pattern and
 ``Layout(...).judgments(run.key, 3)`` one file.
+
+Step 0 (base + persona, before any EM step) depends only on the base, the persona and the seed: datasets and
+recipe variants change what is trained after it. Its answers and judgments are made once per ``STEP0`` key
+(``<base>/<persona>/seed<seed>``) under ``step0/`` and copied into each run's step-0 files, so every reader of a
+run's files is unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ RUN_KEYS = ("base", "persona", "dataset", "variant", "seed")
 CELL_KEYS = ("base", "persona", "dataset", "variant")
 RUN = "{base}/{persona}/{dataset}/{variant}/seed{seed}"
 STEP = "{step}"
+STEP0 = "{base}/{persona}/seed{seed}"
 
 # <base>/<persona>/<dataset>/<variant>/seed<seed>, optionally followed by /step-<step>.jsonl (a generations or judgments
 # file) or /checkpoint-<step> (a saved adapter), matched at the end of the POSIX path (names hold no "/").
@@ -118,6 +124,14 @@ class Layout:
 
     def judgments(self, run: str = RUN, step: int | str = STEP) -> str:
         return f"{self.root}/judgments/{run}/step-{step}.jsonl"
+
+    def step0_generations(self, key: str = STEP0) -> str:
+        """The step-0 answers of one ``STEP0`` key, shared by its runs (each gets a copy at step-0.jsonl)."""
+        return f"{self.root}/step0/generations/{key}.jsonl"
+
+    def step0_judgments(self, key: str = STEP0) -> str:
+        """The primary judge's scores of ``step0_generations(key)``, shared the same way."""
+        return f"{self.root}/step0/judgments/{key}.jsonl"
 
     def secondary_judgments(self, run: str = RUN) -> str:
         """judge.secondary's scores of one run: its seeded sample of every step's answers, each row with its step."""

@@ -23,7 +23,7 @@ from emflow.errors import EmflowError
 from emflow.fetch.asset import Asset
 from emflow.fetch.download import is_url, url_download_path
 from emflow.fetch.identity import asset_identity
-from emflow.layout import RUN, Layout
+from emflow.layout import RUN, STEP0, Layout
 from snakemake.logging import logger
 
 SOURCE = "config (config.yaml + overlays)"
@@ -250,18 +250,21 @@ def run_generate_inputs(w):
     return {**asset_inputs(w), "questions": L.questions, "run": L.run_dir(run_key(w))}
 
 
-def step_generate_inputs(w):
-    """As a run's, without the run at step 0 (base + persona only: answered before any checkpoint exists)."""
-    inputs = run_generate_inputs(w)
-    return {k: v for k, v in inputs.items() if k != "run"} if int(w.step) == 0 else inputs
+def step0_generate_inputs(w):
+    """Step 0: the model and persona and the question set (no run: answered before, and apart from, training)."""
+    return {**asset_inputs(w), "questions": L.questions}
+
+
+# The per-run generate and judge rules make the checkpoints' files; step 0 is copied from step0/ (share_step0_*).
+CHECKPOINT_STEP = r"[1-9]\d*"
 
 
 def datasets_by_steps():
-    """[(variant, eval steps, [datasets])] over the (dataset, variant) pairs that runs use, in first-use order:
-    one grouped generate rule each (its wildcard constraints then match exactly these pairs)."""
+    """[(variant, checkpoint steps, [datasets])] over the (dataset, variant) pairs that runs use, in first-use
+    order: one grouped generate rule each (its wildcard constraints then match exactly these pairs)."""
     groups = {}
     for dataset, variant in dict.fromkeys((r.dataset, r.variant) for r in EXP.runs):
-        groups.setdefault((variant, tuple(_EVAL_STEPS[dataset, variant])), []).append(dataset)
+        groups.setdefault((variant, tuple(EXP.steps(dataset, variant))), []).append(dataset)
     return [(v, steps, datasets) for (v, steps), datasets in groups.items()]
 
 
@@ -281,6 +284,15 @@ def judge_calibration_inputs(w):
 def judge_inputs(w):
     return {
         "generations": L.generations(run_key(w), w.step),
+        "questions": L.questions,
+        **_JUDGE_MODEL_INPUT,
+        **CALIBRATION_INPUT,
+    }
+
+
+def step0_judge_inputs(w):
+    return {
+        "generations": L.step0_generations(STEP0.format(base=w.base, persona=w.persona, seed=w.seed)),
         "questions": L.questions,
         **_JUDGE_MODEL_INPUT,
         **CALIBRATION_INPUT,
@@ -364,8 +376,13 @@ CALIBRATIONS = [L.calibration] * JUDGE.calibration.enabled + [L.secondary_calibr
 ALL_RUN_DIRS = run_files(L.run_dir)
 
 
+# Each run's copy of its step-0 answers: only judge.secondary reads it, but a run's generations folder holds
+# every evaluated step whichever judges are configured.
+STEP0_ANSWERS = run_files(lambda key: L.generations(key, 0))
+
+
 def final_targets():
-    return [L.report, *TABLES, *FIGURES]
+    return [L.report, *TABLES, *FIGURES, *STEP0_ANSWERS]
 
 
 # ------------------------------------------------------------------------------------------- cluster jobs
@@ -434,8 +451,12 @@ def train_runtime(wildcards, attempt):
 
 
 def generate_runtime(wildcards, input, attempt):
-    steps = len(_EVAL_STEPS[wildcards.dataset, wildcards.variant]) if GENERATION.group_checkpoints else 1
+    steps = len(EXP.steps(wildcards.dataset, wildcards.variant)) if GENERATION.group_checkpoints else 1
     return _gpu_minutes("generate", _answers(input.questions) * steps, attempt)
+
+
+def step0_runtime(wildcards, input, attempt):
+    return _gpu_minutes("generate", _answers(input.questions), attempt)
 
 
 def judge_runtime(wildcards, input, attempt):

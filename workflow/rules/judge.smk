@@ -12,6 +12,7 @@ if JUDGE.backend != "hf" and JUDGE.run_on == "login":
 
     localrules:
         judge,
+        judge_step0,
         judge_calibration,
 
 
@@ -45,6 +46,8 @@ rule judge:
         L.log("judge", f"{RUN}/step-{{step}}"),
     benchmark:
         f"{L.logs}/judge/{RUN}/step-{{step}}.benchmark.tsv"
+    wildcard_constraints:
+        step=CHECKPOINT_STEP,
     params:
         judge=JUDGE_PARAMS,
         judge_identity=JUDGE_IDENTITY,
@@ -56,6 +59,48 @@ rule judge:
     shell:
         "emflow judge --generations {input.generations} --questions {input.questions}"
         ' --out {output} --params {params.judge:q} --runtime "$EMFLOW_JUDGE_RUNTIME" > {log} 2>&1'
+
+
+# Step 0 is judged once per <base>/<persona>/seed<N>, like it is generated (generate.smk), by the same command.
+rule judge_step0:
+    input:
+        unpack(step0_judge_inputs),
+    output:
+        L.step0_judgments(),
+    log:
+        L.log("judge", f"step0/{STEP0}"),
+    benchmark:
+        f"{L.logs}/judge/step0/{STEP0}.benchmark.tsv"
+    params:
+        judge=JUDGE_PARAMS,
+        judge_identity=JUDGE_IDENTITY,
+        identity=run_identity,
+    resources:
+        **judge_resources(JUDGE, judge_runtime),
+    conda:
+        ENV
+    shell:
+        "emflow judge --generations {input.generations} --questions {input.questions}"
+        ' --out {output} --params {params.judge:q} --runtime "$EMFLOW_JUDGE_RUNTIME" > {log} 2>&1'
+
+
+localrules:
+    share_step0_judgments,
+
+
+# Each run's step-0 judgments are a copy of its shared ones (and its answers, share_step0_generations in
+# generate.smk), so every reader of a run's files is unchanged; a copy, not a link, so each file's time is its own.
+rule share_step0_judgments:
+    input:
+        L.step0_judgments(),
+    output:
+        L.judgments(step=0),
+    log:
+        L.log("judge", f"{RUN}/share_step0"),
+    conda:
+        ENV
+    shell:
+        "cp {input} {output} > {log} 2>&1"
 
 
 # judge.secondary: a second judge scores a seeded sample of every step's answers (judge.secondary.sample), one job

@@ -18,7 +18,7 @@ from emflow.config.sections import section_class
 from emflow.config.variants import DEFAULT_VARIANT, validate_variants, variant_training
 from emflow.errors import EmflowError, user_error
 from emflow.io import stable_hash
-from emflow.layout import RUN
+from emflow.layout import RUN, STEP0
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,12 @@ class Run:
         return RUN.format(
             base=self.base, persona=self.persona, dataset=self.dataset, variant=self.variant, seed=self.seed
         )
+
+    @property
+    def step0_key(self) -> str:
+        """What the run's step 0 depends on (base + persona, no EM yet): shared by runs of other datasets and
+        variants."""
+        return STEP0.format(base=self.base, persona=self.persona, seed=self.seed)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Before spending: how many judge calls, tokens and dollars the pending judge jobs of an experiment need.
 
-A judge job is pending when its judgments file does not exist yet. Where its generations exist, the exact
+A judge job is pending when its judgments file does not exist yet. Step 0 is judged once per base/persona/seed
+(``Layout.step0_judgments``, shared by the runs of other datasets and variants): it is counted on the first run
+that shares it. Where its generations exist, the exact
 requests are built (the same ones the judge would send) and the ones already in the judge cache are not
 counted. Where they do not exist yet, the rows are questions × paraphrases × samples of the config, and each
 answer is counted at ``generation.max_new_tokens`` (an upper bound: answers stop early).
@@ -131,17 +133,27 @@ def planned_step(selected: list, max_answer: int) -> tuple[int, int]:
     return calls, tokens
 
 
-def run_entry(run, steps: list[int], layout: Layout, selected: list, counter: RequestCounter, planned) -> dict:
-    """One run's pending steps: generated ones counted exactly, the others as planned."""
+def run_entry(
+    run, steps: list[int], layout: Layout, selected: list, counter: RequestCounter, planned, step0_seen: set[str]
+) -> dict:
+    """One run's pending steps: generated ones counted exactly, the others as planned. Its step 0 only when no
+    run before it (``step0_seen``) shares it."""
     from emflow.io import read_jsonl
 
     by_id = {question.id: question for question in selected}
     entry = new_entry(run.key)
     for step in steps:
-        if Path(layout.judgments(run.key, step)).is_file():
+        if step == 0:
+            if run.step0_key in step0_seen:
+                continue
+            step0_seen.add(run.step0_key)
+            judged, generations = layout.step0_judgments(run.step0_key), layout.step0_generations(run.step0_key)
+        else:
+            judged, generations = layout.judgments(run.key, step), layout.generations(run.key, step)
+        if Path(judged).is_file():
             continue
         entry["pending_steps"].append(step)
-        generations = Path(layout.generations(run.key, step))
+        generations = Path(generations)
         if not generations.is_file():
             entry["calls"] += planned[0]
             entry["input_tokens"] += planned[1]
@@ -174,6 +186,8 @@ def secondary_run_entry(
         for step in steps:
             entry["pending_steps"].append(step)
             generations = Path(layout.generations(run.key, step))
+            if step == 0 and not generations.is_file():  # the run's copy of the shared step 0, not made yet
+                generations = Path(layout.step0_generations(run.step0_key))
             generated = generations.is_file()
             rows = read_jsonl(generations) if generated else iter_prompts(selected)
             for row in sample_rows(rows, secondary.sample, run=run.key, step=step):
@@ -224,8 +238,10 @@ def estimate(config: dict, *, results_root: str | Path = "results", source: str 
     layout = Layout.of(exp.name, results_root)
     counter = RequestCounter(request_builder(judge, resources_dir), endpoint_of(judge), JudgeCache(judge.cache_dir))
     planned = planned_step(selected, max_answer)
+    step0_seen: set[str] = set()
     runs = [
-        run_entry(run, exp.eval_steps(run.dataset, run.variant), layout, selected, counter, planned) for run in exp.runs
+        run_entry(run, exp.eval_steps(run.dataset, run.variant), layout, selected, counter, planned, step0_seen)
+        for run in exp.runs
     ]
     # The calibration gate's calls count until its table exists.
     if judge.calibration.enabled and not Path(layout.calibration).is_file():

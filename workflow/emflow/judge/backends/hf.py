@@ -8,9 +8,13 @@ prompt and batched continuations on a copy of its KV cache, and returns all 101 
 from __future__ import annotations
 
 import copy
+import functools
+import logging
 import threading
 
 from emflow.config.sections.judge import Judge
+
+log = logging.getLogger(__name__)
 
 NUMBERS = range(0, 101)
 
@@ -37,12 +41,21 @@ class HFBackend:
 
         self.model = judge.model
         self.batch_size = judge.batch_size
+        self.dtype, self.device = judge.dtype, judge.device
         self.tokenizer = models.load_tokenizer(self.model)
-        self.lm = models.load_base(self.model, dtype=judge.dtype, device=judge.device)
         self.terminator = self.tokenizer.eos_token
         term_id = self.tokenizer.convert_tokens_to_ids(self.terminator)
         self.continuations = [self.tokenizer.encode(str(k), add_special_tokens=False) + [term_id] for k in NUMBERS]
         self._lock = threading.Lock()
+
+    @functools.cached_property
+    def lm(self):
+        """The judge model, loaded at the first request the cache cannot answer: a job whose answers are all
+        cached (a rerun, or answers another job already scored) never loads it."""
+        from emflow import models
+
+        log.info("loading the judge model %s", self.model)
+        return models.load_base(self.model, dtype=self.dtype, device=self.device)
 
     def request(self, messages: list[dict]) -> dict:
         return hf_request(self.model, self.terminator, messages)
