@@ -40,12 +40,13 @@ def server():
         yield s
 
 
-def run(files, judge_section: Judge) -> dict:
+def run(files, judge_section: Judge, backend=None) -> dict:
     return judge.judge_generations(
         generations_path=files["generations"],
         questions_path=files["questions"],
         out_path=files["out"],
         judge=judge_section,
+        backend=backend,
     )
 
 
@@ -387,36 +388,22 @@ def test_hf_probabilities_sum_to_at_most_one(hf_backend):
     assert 0 < mass <= 1 + 1e-6
 
 
+def hf_section(backend, files, **extra) -> Judge:
+    """The judge section of ``backend``'s model, caching into the test's folder."""
+    keys = {"top_logprobs": 20, "min_numeric_mass": 0.0, "cache_dir": str(files["cache"]), **extra}
+    return Judge.build({"backend": "hf", "model": backend.model, **keys})
+
+
 def test_hf_judge_scores_rows_in_range(hf_backend, files):
-    section = Judge.build(
-        {
-            "backend": "hf",
-            "model": hf_backend.model,
-            "top_logprobs": 20,
-            "min_numeric_mass": 0.0,
-            "cache_dir": str(files["cache"]),
-        }
-    )
-    stats = judge.judge_generations(
-        generations_path=files["generations"],
-        questions_path=files["questions"],
-        out_path=files["out"],
-        judge=section,
-        backend=hf_backend,
-    )
+    section = hf_section(hf_backend, files)
+    stats = run(files, section, hf_backend)
     out = read_jsonl(files["out"])
     assert stats["called"] == N_REQUESTS
     for row in out:
         for metric, detail in row["judge"].items():
             assert 0 <= row[metric] <= 100
             assert len(detail["top"]) == 20 and 0 < detail["numeric_mass"] <= 1 + 1e-6
-    again = judge.judge_generations(
-        generations_path=files["generations"],
-        questions_path=files["questions"],
-        out_path=files["out"],
-        judge=section,
-        backend=hf_backend,
-    )
+    again = run(files, section, hf_backend)
     assert again["called"] == 0
 
 
@@ -425,24 +412,8 @@ def test_hf_judge_with_every_answer_cached_never_loads_its_model(hf_backend, fil
     and leaves the GPU alone: the model is loaded at the first miss only."""
     from emflow import models
 
-    section = Judge.build(
-        {
-            "backend": "hf",
-            "model": hf_backend.model,
-            "top_logprobs": 20,
-            "min_numeric_mass": 0.0,
-            "cache_dir": str(files["cache"]),
-            "device": "cpu",
-            "dtype": "fp32",
-        }
-    )
-    first = judge.judge_generations(
-        generations_path=files["generations"],
-        questions_path=files["questions"],
-        out_path=files["out"],
-        judge=section,
-        backend=hf_backend,
-    )
+    section = hf_section(hf_backend, files, device="cpu", dtype="fp32")
+    first = run(files, section, hf_backend)
     assert first["called"] == N_REQUESTS
     scored = files["out"].read_bytes()
     files["out"].unlink()
@@ -452,13 +423,7 @@ def test_hf_judge_with_every_answer_cached_never_loads_its_model(hf_backend, fil
 
     monkeypatch.setattr(models, "load_base", refuse)
     fresh = make_backend(section)
-    again = judge.judge_generations(
-        generations_path=files["generations"],
-        questions_path=files["questions"],
-        out_path=files["out"],
-        judge=section,
-        backend=fresh,
-    )
+    again = run(files, section, fresh)
     assert again["called"] == 0 and files["out"].read_bytes() == scored
     with pytest.raises(AssertionError, match="every answer was cached"):
         fresh.number_logprobs(MESSAGES)  # a miss would load it

@@ -114,17 +114,7 @@ def test_test_profile_differs_from_leonardo_only_in_partition_account_and_sizes(
 
 
 def test_leonardo_profile_dry_run_resolves_gpu_jobs_and_grouped_generation(tmp_path):
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "EMFLOW_ACCOUNT": ACCOUNT}
-    done = subprocess.run(
-        [str(VENV_BIN / "snakemake"), "--profile", "profiles/leonardo", "-n", "--configfile", "config/demo.yaml"],
-        cwd=_copy_repo(tmp_path / "repo"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout + done.stderr
+    out = _leonardo_dry_run(_copy_repo(tmp_path / "repo"), ["config/demo.yaml"])
     assert "Group job generate_tiny_goodness_risky_demo_default_0" in out
     assert f"slurm_partition=boost_usr_prod, slurm_account={ACCOUNT}" in out
     # Where each group of rules goes, said once when the DAG is built.
@@ -136,19 +126,9 @@ def test_grouped_generation_is_one_slurm_job_per_run_with_recipe_variants(tmp_pa
     overlay's 8B cells) are two runs, so two group jobs, each waiting only for its own run's training."""
     repo = _copy_repo(tmp_path / "repo")
     configfiles = ["config.yaml", "config/replication.yaml"]
-    done = subprocess.run(
-        [str(VENV_BIN / "snakemake"), "--profile", "profiles/leonardo", "-n", "--configfile", *configfiles],
-        cwd=repo,
-        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "EMFLOW_ACCOUNT": ACCOUNT},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = _leonardo_dry_run(repo, configfiles)
     groups = sorted(
-        line.split("Group job ", 1)[1].split(" ", 1)[0]
-        for line in (done.stdout + done.stderr).splitlines()
-        if "Group job " in line
+        line.split("Group job ", 1)[1].split(" ", 1)[0] for line in out.splitlines() if "Group job " in line
     )
     exp = load_experiment(load_config_files([repo / f for f in configfiles]))
     expected = sorted(f"generate_{r.base}_{r.persona}_{r.dataset}_{r.variant}_{r.seed}" for r in exp.runs)
@@ -189,8 +169,8 @@ def _question_file(path: Path) -> None:
     path.write_text(yaml.safe_dump(questions))
 
 
-def _dry_run_jobs(repo: Path, configfiles: list[str]) -> list[dict]:
-    """Every job of a `snakemake -n --profile profiles/leonardo` run: its rule and printed resources."""
+def _leonardo_dry_run(repo: Path, configfiles: list[str]) -> str:
+    """What `snakemake -n --profile profiles/leonardo --configfile <configfiles>` prints in ``repo``."""
     done = subprocess.run(
         [str(VENV_BIN / "snakemake"), "--profile", "profiles/leonardo", "-n", "--configfile", *configfiles],
         cwd=repo,
@@ -200,8 +180,13 @@ def _dry_run_jobs(repo: Path, configfiles: list[str]) -> list[dict]:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _dry_run_jobs(repo: Path, configfiles: list[str]) -> list[dict]:
+    """Every job of a `snakemake -n --profile profiles/leonardo` run: its rule and printed resources."""
     jobs, rule, wildcards = [], None, {}
-    for line in (done.stdout + done.stderr).splitlines():
+    for line in _leonardo_dry_run(repo, configfiles).splitlines():
         line = line.strip()
         if line.startswith("rule ") and line.endswith(":"):
             rule, wildcards = line[5:-1], {}

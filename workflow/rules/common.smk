@@ -281,22 +281,16 @@ def judge_calibration_inputs(w):
     return {"questions": L.questions, **_JUDGE_MODEL_INPUT}
 
 
+def _judging(generations):
+    return {"generations": generations, "questions": L.questions, **_JUDGE_MODEL_INPUT, **CALIBRATION_INPUT}
+
+
 def judge_inputs(w):
-    return {
-        "generations": L.generations(run_key(w), w.step),
-        "questions": L.questions,
-        **_JUDGE_MODEL_INPUT,
-        **CALIBRATION_INPUT,
-    }
+    return _judging(L.generations(run_key(w), w.step))
 
 
 def step0_judge_inputs(w):
-    return {
-        "generations": L.step0_generations(STEP0.format(base=w.base, persona=w.persona, seed=w.seed)),
-        "questions": L.questions,
-        **_JUDGE_MODEL_INPUT,
-        **CALIBRATION_INPUT,
-    }
+    return _judging(L.step0_generations(STEP0.format(base=w.base, persona=w.persona, seed=w.seed)))
 
 
 # judge.secondary, the same way: its backend's keys as tracked params, its own gate; one job per run scores the
